@@ -1,0 +1,56 @@
+# One command each on a fresh machine: `make run`, `make test`. Both set up what they need first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+OUT ?= out
+# sagemaker-pyspark pins pyspark==3.3.0; we run 3.5.x, so it is installed without its dependencies.
+SAGEMAKER_PYSPARK := sagemaker-pyspark==1.4.5
+
+.PHONY: setup java test run bench lint clean lock
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(MAKE) --no-print-directory java
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "Python >= 3.10 is required (found $$($(PYTHON) --version))"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps $(SAGEMAKER_PYSPARK)
+	touch $(STAMP)
+
+# Spark 3.5 needs Java 17; install a headless JRE when the machine has none (or an older one).
+java:
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then \
+	  echo "Java >= 17 not found (found: '$${v:-none}'); installing openjdk-17-jre-headless"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless; \
+	else echo "Java $$v found"; fi
+
+test: setup
+	$(PY) -m ruff check jobs tests bench
+	$(PY) -m pytest -q
+
+run: setup
+	$(PY) -m jobs run --config conf/local.yaml --out $(OUT)
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(PY) -m ruff check jobs tests bench
+	$(PY) -m ruff format --check jobs tests bench
+
+# Re-pin every package after changing pyproject.toml.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip && .venv-lock/bin/pip install --quiet '.[dev]'
+	{ echo "# Pinned versions for 'make setup' (pip install -c constraints.txt). Regenerate with 'make lock'."; \
+	  .venv-lock/bin/pip freeze --exclude-editable | grep -v '^jobs' ; echo "$(SAGEMAKER_PYSPARK)"; } > constraints.txt
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis $(OUT) spark-warehouse

@@ -1,0 +1,26 @@
+"""python -m bench [codec ...]: print each benchmark's table of ratios."""
+
+import argparse
+
+from bench import codec_bench
+
+SUITES = {"codec": codec_bench.run}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"any of {', '.join(SUITES)}")
+    args = parser.parse_args()
+    unknown = set(args.suites) - set(SUITES)
+    if unknown:
+        parser.error(f"unknown suite(s) {sorted(unknown)}; choose from {', '.join(SUITES)}")
+    summary = []
+    for name in args.suites or list(SUITES):
+        summary += SUITES[name]()
+    print("\nSummary (ours / reference, same run):")
+    for label, ratio in summary:
+        print(f"  {label:<40} {ratio:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()
