@@ -1,0 +1,307 @@
+"""Typed job configuration: a YAML file plus ``--set key.path=value`` overrides.
+
+Every section is a dataclass, so an unknown key is rejected by name (with the closest valid one
+suggested) before Spark starts or anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .storage import S3Settings
+
+CHANNELS = ("train", "validation", "test")
+PREDICTOR_TYPES = ("binary_classifier", "multiclass_classifier", "regressor")
+
+
+@dataclass
+class FeatureSpec:
+    """Exactly one of columns / pattern / array / vector, or none: every numeric column."""
+
+    columns: list[str] | None = None
+    pattern: str | None = None  # a regular expression matched against whole column names
+    array: str | None = None  # one array<float|double> column
+    vector: str | None = None  # one Spark ML Vector column (Spark path)
+    exclude: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        set_ = [k for k in ("columns", "pattern", "array", "vector") if getattr(self, k)]
+        if len(set_) > 1:
+            raise ConfigError(f"select.features: set only one of {', '.join(set_)}")
+        return set_[0] if set_ else "numeric"
+
+
+@dataclass
+class InputConfig:
+    """Per-channel inputs (``paths``), or one input split by ``split`` fractions and ``seed``."""
+
+    paths: dict[str, list[str]] = field(default_factory=dict)
+    path: list[str] | None = None
+    split: dict[str, float] = field(default_factory=dict)
+    seed: int = 42
+    filter: str | None = None  # a Spark SQL predicate
+
+
+@dataclass
+class SelectConfig:
+    label: str | None = "target"  # a Spark SQL expression; None for unlabelled data
+    features: FeatureSpec = field(default_factory=FeatureSpec)
+    invalid: str = "error"  # nulls / NaN / inf in features: error | drop | zero
+
+
+@dataclass
+class OutputConfig:
+    path: str = "out/shards"
+    mode: str = "error"  # error | overwrite
+    encoding: str = "auto"  # dense | sparse | auto
+    max_shard_mb: int = 128
+    shards: int | None = None  # an exact count per channel
+
+
+@dataclass
+class ReadConfig:
+    path: str = "auto"  # auto | direct | spark
+    batch_rows: int = 8192
+
+
+@dataclass
+class SparkConfig:
+    master: str | None = "local[2]"  # None on a cluster: spark-submit decides
+    app_name: str = "sagemaker-shards"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SageMakerConfig:
+    region: str | None = None
+    role_arn: str | None = None
+    image_uri: str | None = None
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = 1
+    volume_size_gb: int = 30
+    volume_kms_key_id: str | None = None
+    max_runtime_seconds: int = 86400
+    max_wait_seconds: int | None = None
+    output_path: str | None = None
+    output_kms_key_id: str | None = None
+    job_name_prefix: str = "linear-learner"
+    input_mode: str = "File"  # File | Pipe | FastFile
+    channel_input_modes: dict[str, str] = field(default_factory=dict)
+    data_type: str = "ManifestFile"  # ManifestFile | S3Prefix
+    shuffle_seed: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    subnets: list[str] = field(default_factory=list)
+    security_group_ids: list[str] = field(default_factory=list)
+    network_isolation: bool = False
+    inter_container_encryption: bool = False
+    spot: bool = False
+    checkpoint_s3_uri: str | None = None
+    max_retry_attempts: int | None = None
+    endpoint_url: str | None = None  # a SageMaker-compatible endpoint (tests)
+    logs_endpoint_url: str | None = None
+    poll_seconds: float = 30.0
+
+
+@dataclass
+class LocalTrainerConfig:
+    model_dir: str | None = None  # default: <output.path>/model
+
+
+@dataclass
+class TrainingConfig:
+    backend: str = "local"  # local | sagemaker | none
+    predictor_type: str = "binary_classifier"
+    num_classes: int | None = None
+    hyperparameters: dict[str, typing.Any] = field(default_factory=dict)
+    sagemaker: SageMakerConfig = field(default_factory=SageMakerConfig)
+    local: LocalTrainerConfig = field(default_factory=LocalTrainerConfig)
+
+
+@dataclass
+class JobConfig:
+    input: InputConfig = field(default_factory=InputConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    read: ReadConfig = field(default_factory=ReadConfig)
+    s3: S3Settings = field(default_factory=S3Settings)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def channels(self) -> dict[str, list[str]]:
+        """Channel → input paths; a split input maps every channel to the same paths."""
+        if self.input.split:
+            return {c: list(self.input.path or []) for c in self.input.split}
+        return dict(self.input.paths)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    "select.invalid": ("error", "drop", "zero"),
+    "output.mode": ("error", "overwrite"),
+    "output.encoding": ("dense", "sparse", "auto"),
+    "read.path": ("auto", "direct", "spark"),
+    "s3.retry_mode": ("standard", "adaptive", "legacy"),
+    "s3.sse": (None, "AES256", "aws:kms"),
+    "training.backend": ("local", "sagemaker", "none"),
+    "training.predictor_type": PREDICTOR_TYPES,
+    "training.sagemaker.input_mode": ("File", "Pipe", "FastFile"),
+    "training.sagemaker.data_type": ("ManifestFile", "S3Prefix"),
+}
+
+
+def _build(cls, data, where: str):
+    """A dataclass instance from a mapping, rejecting unknown keys and wrong types by name."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = (
+                f" (did you mean {'.'.join([*where.split('.'), close[0]]).lstrip('.')}?)"
+                if close
+                else ""
+            )
+            raise ConfigError(
+                f"unknown config key {path!r}{hint}; valid keys here: {', '.join(names)}"
+            )
+        kwargs[key] = _coerce(hints[key], value, path)
+    obj = cls(**kwargs)
+    for f in dataclasses.fields(cls):
+        path = f"{where}.{f.name}" if where else f.name
+        if path in _CHOICES and getattr(obj, f.name) not in _CHOICES[path]:
+            allowed = " | ".join(str(c) for c in _CHOICES[path])
+            raise ConfigError(f"{path} = {getattr(obj, f.name)!r}: expected one of {allowed}")
+    return obj
+
+
+def _coerce(hint, value, path: str):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _coerce(hint, value, path)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if hint is typing.Any:
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]  # one path or column is a list of one
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if hint is int and value != int(value):
+            raise ConfigError(f"{path}: expected a whole number, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _set(tree: dict, dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {dotted}={raw}: empty key segment")
+    node = tree
+    for k in keys[:-1]:
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {k!r} is not a section")
+        node = child
+    node[keys[-1]] = yaml.safe_load(raw) if raw != "" else None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
+    """Read ``path`` (YAML), apply ``key.path=value`` overrides (values parsed as YAML), check."""
+    tree: dict = {}
+    if path is not None:
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        _set(tree, key.strip(), raw)
+    config = _build(JobConfig, tree, "")
+    check(config)
+    return config
+
+
+def check(config: JobConfig) -> None:
+    """Cross-field rules the types cannot say."""
+    inp = config.input
+    if inp.split and inp.paths:
+        raise ConfigError("input: give either paths (one per channel) or path + split, not both")
+    if inp.split:
+        if not inp.path:
+            raise ConfigError("input.split needs input.path")
+        bad = [c for c in inp.split if c not in CHANNELS]
+        if bad:
+            raise ConfigError(
+                f"input.split: unknown channel {bad[0]!r}; channels: {', '.join(CHANNELS)}"
+            )
+        if any(f <= 0 for f in inp.split.values()) or abs(sum(inp.split.values()) - 1) > 1e-6:
+            raise ConfigError(f"input.split fractions must be positive and sum to 1: {inp.split}")
+    else:
+        if inp.path:
+            raise ConfigError("input.path needs input.split (or use input.paths.train)")
+        bad = [c for c in inp.paths if c not in CHANNELS]
+        if bad:
+            raise ConfigError(
+                f"input.paths: unknown channel {bad[0]!r}; channels: {', '.join(CHANNELS)}"
+            )
+    channels = config.channels()
+    if channels and "train" not in channels:
+        raise ConfigError("input: a 'train' channel is required")
+    config.select.features.kind  # noqa: B018 - raises when more than one form is set
+    if config.output.max_shard_mb < 1:
+        raise ConfigError("output.max_shard_mb must be at least 1")
+    if config.output.shards is not None and config.output.shards < 1:
+        raise ConfigError("output.shards must be at least 1")
+    if config.s3.part_size_mb < 5:
+        raise ConfigError("s3.part_size_mb must be at least 5 (S3's minimum part size)")
+    if config.s3.kms_key_id and config.s3.sse != "aws:kms":
+        raise ConfigError("s3.kms_key_id needs s3.sse: aws:kms")
+    if (
+        config.training.predictor_type == "multiclass_classifier"
+        and not config.training.num_classes
+    ):
+        raise ConfigError("training.num_classes is required for a multiclass_classifier")

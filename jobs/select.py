@@ -1,0 +1,460 @@
+"""Label and feature selection on Arrow data, shared by both read paths. No Spark, no I/O.
+
+The label and filter are Spark SQL expressions. The direct path evaluates the common ones
+(column references, numeric literals, comparisons, AND/OR/NOT, arithmetic, CAST) with
+pyarrow.compute after translating them here; anything else sends the job down the Spark path,
+where Spark itself evaluates the expression.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import InputError
+
+LABEL = "__label__"
+FEATURES = "__features__"
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)"
+    r"|`(?P<quoted>(?:[^`]|``)+)`|(?P<word>[A-Za-z_][A-Za-z_0-9]*)"
+    r"|(?P<op><=>|==|!=|<>|<=|>=|[-+*/()<>=,])|(?P<other>\S))"
+)
+_CASTS = {
+    "FLOAT": pa.float32(),
+    "REAL": pa.float32(),
+    "DOUBLE": pa.float64(),
+    "INT": pa.int32(),
+    "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(),
+    "LONG": pa.int64(),
+    "SMALLINT": pa.int16(),
+    "TINYINT": pa.int8(),
+    "BOOLEAN": pa.bool_(),
+}
+_COMPARE = {
+    "=": pc.equal,
+    "==": pc.equal,
+    "!=": pc.not_equal,
+    "<>": pc.not_equal,
+    "<": pc.less,
+    "<=": pc.less_equal,
+    ">": pc.greater,
+    ">=": pc.greater_equal,
+}
+
+
+class Untranslatable(Exception):
+    """The expression needs Spark; the message says which part."""
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out = []
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup
+        if kind is None:
+            continue
+        value = m.group(kind)
+        if kind == "other":
+            raise Untranslatable(f"character {value!r}")
+        if kind == "quoted":
+            kind, value = "name", value.replace("``", "`")
+        elif kind == "word":
+            kind = "name"
+        out.append((kind, value))
+    return out
+
+
+class _Parser:
+    """Recursive descent over the small Spark SQL subset the direct path evaluates."""
+
+    def __init__(self, text: str):
+        self.toks = _tokens(text)
+        self.i = 0
+        self.columns: list[str] = []
+
+    def peek(self, *values: str) -> bool:
+        if self.i < len(self.toks):
+            kind, v = self.toks[self.i]
+            return (v.upper() if kind == "name" else v) in values
+        return False
+
+    def take(self):
+        if self.i >= len(self.toks):
+            raise Untranslatable("an incomplete expression")
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def expect(self, value: str) -> None:
+        kind, v = self.take()
+        if (v.upper() if kind == "name" else v) != value:
+            raise Untranslatable(f"{v!r} where {value!r} was expected")
+
+    def parse(self):
+        expr = self.or_()
+        if self.i != len(self.toks):
+            raise Untranslatable(f"{self.toks[self.i][1]!r}")
+        return expr
+
+    def or_(self):
+        e = self.and_()
+        while self.peek("OR"):
+            self.take()
+            e = pc.or_kleene(e, self.and_())
+        return e
+
+    def and_(self):
+        e = self.not_()
+        while self.peek("AND"):
+            self.take()
+            e = pc.and_kleene(e, self.not_())
+        return e
+
+    def not_(self):
+        if self.peek("NOT"):
+            self.take()
+            return pc.invert(self.not_())
+        return self.cmp()
+
+    def cmp(self):
+        e = self.add()
+        if self.peek(*_COMPARE):
+            op = self.take()[1]
+            e = _COMPARE[op](e, self.add())
+        return e
+
+    def add(self):
+        e = self.mul()
+        while self.peek("+", "-"):
+            op = self.take()[1]
+            e = (pc.add_checked if op == "+" else pc.subtract_checked)(e, self.mul())
+        return e
+
+    def mul(self):
+        e = self.unary()
+        while self.peek("*", "/"):
+            op = self.take()[1]
+            rhs = self.unary()
+            if op == "*":
+                e = pc.multiply_checked(e, rhs)
+            else:  # Spark's / is always fractional
+                e = pc.divide(e.cast(pa.float64()), rhs.cast(pa.float64()))
+        return e
+
+    def unary(self):
+        if self.peek("-"):
+            self.take()
+            return pc.negate_checked(self.unary())
+        return self.primary()
+
+    def primary(self):
+        kind, v = self.take()
+        if kind == "num":
+            is_int = re.fullmatch(r"\d+", v) is not None
+            return pc.scalar(int(v) if is_int else float(v))
+        if v == "(":
+            e = self.or_()
+            self.expect(")")
+            return e
+        if kind == "name":
+            upper = v.upper()
+            if upper in ("TRUE", "FALSE"):
+                return pc.scalar(upper == "TRUE")
+            if upper == "CAST" and self.peek("("):
+                self.take()
+                e = self.or_()
+                self.expect("AS")
+                _, t = self.take()
+                if t.upper() not in _CASTS:
+                    raise Untranslatable(f"CAST to {t}")
+                self.expect(")")
+                return e.cast(_CASTS[t.upper()])
+            if self.peek("("):
+                raise Untranslatable(f"the function {v}()")
+            self.columns.append(v)
+            return pc.field(v)
+        raise Untranslatable(repr(v))
+
+
+def arrow_expression(text: str) -> tuple[pc.Expression, list[str]]:
+    """A pyarrow expression equal to the Spark SQL ``text``, and the columns it reads.
+
+    Raises Untranslatable (with the reason) when the direct path cannot evaluate it.
+    """
+    parser = _Parser(text)
+    return parser.parse(), list(dict.fromkeys(parser.columns))
+
+
+def referenced_columns(text: str, names: list[str]) -> list[str]:
+    """Columns of ``names`` a Spark SQL expression mentions (by token, for any expression)."""
+    words = set()
+    for m in re.finditer(r"`((?:[^`]|``)+)`|([A-Za-z_][A-Za-z_0-9]*)", text):
+        words.add((m.group(1) or m.group(2)).replace("``", "`"))
+    lower = {w.lower() for w in words}
+    return [n for n in names if n in words or n.lower() in lower]
+
+
+def is_numeric(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_decimal(t)
+        or pa.types.is_boolean(t)
+    )
+
+
+def is_vector(t: pa.DataType) -> bool:
+    """Spark ML's VectorUDT as Arrow carries it: struct<type, size, indices, values>."""
+    return pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} == {
+        "type",
+        "size",
+        "indices",
+        "values",
+    }
+
+
+def is_numeric_list(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+    ) and is_numeric(t.value_type)
+
+
+@dataclass
+class Rows:
+    """One batch of selected rows: dense (n, d) or CSR features, float32 labels."""
+
+    labels: np.ndarray | None
+    dense: np.ndarray | None = None
+    indptr: np.ndarray | None = None
+    indices: np.ndarray | None = None
+    values: np.ndarray | None = None
+    fixed: int = 0  # rows whose bad values were replaced by zeros
+    dropped: int = 0  # rows left out by select.invalid = drop
+
+    def __len__(self) -> int:
+        return len(self.dense) if self.dense is not None else len(self.indptr) - 1
+
+    def nnz(self) -> int:
+        return int(np.count_nonzero(self.dense)) if self.dense is not None else int(self.indptr[-1])
+
+
+def _float32(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """Values as float32 (nulls as NaN) and the null mask (None when there are no nulls)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not pa.types.is_float32(arr.type):
+        arr = arr.cast(pa.float32())
+    nulls = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
+    if nulls is not None:
+        arr = arr.fill_null(float("nan"))
+    return arr.to_numpy(zero_copy_only=False), nulls
+
+
+class Selector:
+    """Turns Arrow batches into Rows: checks, the invalid-value policy, label domain."""
+
+    def __init__(
+        self,
+        feature_columns: list[str] | None,
+        feature_dim: int | None,
+        labelled: bool,
+        invalid: str,
+        predictor_type: str,
+        num_classes: int | None = None,
+        assembled: bool = False,
+    ):
+        # feature_columns name the features; they are read one by one unless ``assembled``
+        # (Spark built them into one array column, FEATURES) or None (an array/vector column)
+        self.feature_columns = feature_columns
+        self.assembled = assembled
+        self.d = feature_dim
+        self.labelled = labelled
+        self.invalid = invalid
+        self.predictor_type = predictor_type
+        self.num_classes = num_classes
+
+    def rows(self, batch: pa.RecordBatch, where: str) -> Rows:
+        n = batch.num_rows
+        bad = np.zeros(n, dtype=bool)
+        bad_columns: dict[str, int] = {}
+        out = Rows(labels=None)
+        if self.feature_columns is not None and not self.assembled:
+            x = np.empty((n, len(self.feature_columns)), dtype=np.float32)
+            for j, name in enumerate(self.feature_columns):
+                x[:, j], _ = _float32(batch.column(name))
+            out.dense = x
+        else:
+            col = batch.column(FEATURES)
+            if isinstance(col, pa.ChunkedArray):
+                col = col.combine_chunks()
+            if is_vector(col.type):
+                self._vector(col, out, bad, where)
+            else:
+                self._array(col, out, bad, where)
+        finite = self._finite_rows(out)
+        if not finite.all():
+            bad |= ~finite
+            if out.dense is not None and self.feature_columns is not None:
+                cols = ~np.isfinite(out.dense[~finite]).all(axis=0)
+                for j in np.flatnonzero(cols)[:5]:
+                    bad_columns[self.feature_columns[j]] = int(
+                        (~np.isfinite(out.dense[:, j])).sum()
+                    )
+        if self.labelled:
+            labels, lnull = _float32(batch.column(LABEL))
+            lbad = ~np.isfinite(labels)
+            if lbad.any():
+                if self.invalid != "drop":
+                    raise InputError(
+                        f"label: {int(lbad.sum())} rows in {where} have a null, NaN or infinite "
+                        "label (set select.invalid: drop to leave them out)"
+                    )
+            out.labels = labels
+        else:
+            lbad = np.zeros(n, dtype=bool)
+        if bad.any():
+            count = int(bad.sum())
+            if self.invalid == "error":
+                named = (
+                    "; columns: " + ", ".join(f"{k!r} ({v} rows)" for k, v in bad_columns.items())
+                    if bad_columns
+                    else ""
+                )
+                raise InputError(
+                    f"features: {count} rows in {where} hold null, NaN or infinite values{named} "
+                    "(set select.invalid: drop or zero)"
+                )
+            if self.invalid == "zero":
+                self._zero(out, bad)
+                out.fixed = count
+        drop = lbad | (bad if self.invalid == "drop" else np.zeros(n, dtype=bool))
+        if drop.any():
+            self._keep(out, ~drop)
+            out.dropped = int(drop.sum())
+        if self.labelled:
+            self._check_labels(out.labels, where)
+        return out
+
+    def _finite_rows(self, out: Rows) -> np.ndarray:
+        if out.dense is not None:
+            return np.isfinite(out.dense).all(axis=1)
+        ok = np.isfinite(out.values)
+        if ok.all():
+            return np.ones(len(out.indptr) - 1, dtype=bool)
+        rows = np.repeat(np.arange(len(out.indptr) - 1), np.diff(out.indptr))
+        finite = np.ones(len(out.indptr) - 1, dtype=bool)
+        finite[rows[~ok]] = False
+        return finite
+
+    def _zero(self, out: Rows, bad: np.ndarray) -> None:
+        if out.dense is not None:
+            sub = out.dense[bad]
+            sub[~np.isfinite(sub)] = 0
+            out.dense[bad] = sub
+        else:
+            out.values[~np.isfinite(out.values)] = 0
+
+    def _keep(self, out: Rows, keep: np.ndarray) -> None:
+        if out.labels is not None:
+            out.labels = out.labels[keep]
+        if out.dense is not None:
+            out.dense = out.dense[keep]
+            return
+        lens = np.diff(out.indptr)
+        vkeep = np.repeat(keep, lens)
+        out.indices, out.values = out.indices[vkeep], out.values[vkeep]
+        out.indptr = np.concatenate(([0], np.cumsum(lens[keep]))).astype(np.int64)
+
+    def _array(self, col: pa.Array, out: Rows, bad: np.ndarray, where: str) -> None:
+        if not is_numeric_list(col.type):
+            raise InputError(f"feature column has type {col.type}; expected array<float|double>")
+        n = len(col)
+        lengths = col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+        valid = ~col.is_null().to_numpy(zero_copy_only=False)
+        d = self.d
+        odd = valid & (lengths != d)
+        if odd.any():
+            seen = np.unique(lengths[odd])[:5].tolist()
+            raise InputError(
+                f"ragged feature array: {int(odd.sum())} rows in {where} have a length other "
+                f"than {d} (lengths seen: {seen})"
+            )
+        flat, _ = _float32(col.flatten())
+        x = np.zeros((n, d), dtype=np.float32)
+        x[valid] = flat.reshape(-1, d) if d else flat.reshape(int(valid.sum()), 0)
+        if not valid.all():
+            x[~valid] = np.nan  # a null array counts as an invalid row
+        out.dense = x
+        bad |= ~valid
+
+    def _vector(self, col: pa.StructArray, out: Rows, bad: np.ndarray, where: str) -> None:
+        n = len(col)
+        kind = col.field("type").to_numpy(zero_copy_only=False)
+        size = col.field("size").fill_null(-1).to_numpy(zero_copy_only=False)
+        vals = col.field("values")
+        lens = vals.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+        sparse = kind == 0
+        width = np.where(sparse, size, lens)
+        odd = width != self.d
+        if odd.any():
+            seen = np.unique(width[odd])[:5].tolist()
+            raise InputError(
+                f"feature vectors of different sizes: {int(odd.sum())} rows in {where} have a "
+                f"size other than {self.d} (sizes seen: {seen})"
+            )
+        values, _ = _float32(vals.flatten())
+        starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
+        idx = np.arange(values.size, dtype=np.int64) - np.repeat(starts, lens)
+        in_sparse = np.repeat(sparse, lens)
+        if in_sparse.any():
+            idx[in_sparse] = col.field("indices").flatten().to_numpy(zero_copy_only=False)
+        keep = values != 0  # explicit zeros: the same record as the dense path would write
+        row_of = np.repeat(np.arange(n), lens)
+        per_row = np.bincount(row_of[keep], minlength=n)
+        out.indptr = np.concatenate(([0], np.cumsum(per_row))).astype(np.int64)
+        out.indices = idx[keep]
+        out.values = values[keep]
+        bad |= col.is_null().to_numpy(zero_copy_only=False)
+
+    def _check_labels(self, labels: np.ndarray, where: str) -> None:
+        if self.predictor_type == "binary_classifier":
+            wrong = (labels != 0) & (labels != 1)
+            rule = "0 or 1 for a binary_classifier"
+        elif self.predictor_type == "multiclass_classifier":
+            k = self.num_classes
+            wrong = (labels != np.floor(labels)) | (labels < 0) | (labels >= k)
+            rule = f"a whole number in 0..{k - 1} for a multiclass_classifier with {k} classes"
+        else:
+            return
+        if wrong.any():
+            examples = np.unique(labels[wrong])[:5].tolist()
+            raise InputError(
+                f"label: {int(wrong.sum())} rows in {where} have a label that is not {rule} "
+                f"(values seen: {examples})"
+            )
+
+
+def to_csr(rows: Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The non-zeros of dense rows as CSR (indptr, indices, values)."""
+    if rows.dense is None:
+        return rows.indptr, rows.indices, rows.values
+    mask = rows.dense != 0
+    indptr = np.concatenate(([0], np.cumsum(mask.sum(axis=1)))).astype(np.int64)
+    _, cols = np.nonzero(mask)
+    return indptr, cols, rows.dense[mask]
+
+
+def to_dense(rows: Rows, d: int) -> np.ndarray:
+    if rows.dense is not None:
+        return rows.dense
+    n = len(rows.indptr) - 1
+    x = np.zeros((n, d), dtype=np.float32)
+    r = np.repeat(np.arange(n), np.diff(rows.indptr))
+    x[r, rows.indices] = rows.values
+    return x

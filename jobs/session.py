@@ -1,0 +1,77 @@
+"""The one way this job starts Spark, for the CLI, spark-submit and tests alike."""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+import sys
+from urllib.parse import urlparse
+
+from .config import SparkConfig
+from .storage import S3Settings
+
+log = logging.getLogger(__name__)
+
+# From sagemaker-pyspark's wheel: what gives local Spark an s3a:// filesystem.
+S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
+
+
+def sagemaker_jars(names=S3A_JARS) -> list[str]:
+    """Paths of jars bundled in sagemaker-pyspark (empty when it is not installed)."""
+    try:
+        root = importlib.resources.files("sagemaker_pyspark") / "jars"
+    except ModuleNotFoundError:
+        return []
+    return [str(root / n) for n in names if (root / n).is_file()]
+
+
+def s3a_conf(s3: S3Settings) -> dict[str, str]:
+    """Hadoop S3A settings for a custom endpoint; credentials stay in the environment."""
+    conf = {
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.aws.credentials.provider": (
+            "com.amazonaws.auth.EnvironmentVariableCredentialsProvider,"
+            "com.amazonaws.auth.DefaultAWSCredentialsProviderChain"
+        ),
+    }
+    if s3.endpoint_url:
+        endpoint = urlparse(s3.endpoint_url)
+        conf |= {
+            "spark.hadoop.fs.s3a.endpoint": s3.endpoint_url,
+            "spark.hadoop.fs.s3a.path.style.access": "true",
+            "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.scheme == "https").lower(),
+        }
+    if s3.region:
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = s3.region
+    return conf
+
+
+def spark_session(spark: SparkConfig, s3: S3Settings, batch_rows: int = 8192):
+    """Get or create the session. Local masters get our interpreter and the S3A jars; on a
+    cluster spark-submit and EMR decide both."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(spark.app_name)
+    conf = {
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows),
+        "spark.ui.showConsoleProgress": "false",
+    }
+    local = (spark.master or "").startswith("local")
+    if local:
+        # executors are forked from the driver's Python; make it this interpreter, not PATH's
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = builder.master(spark.master)
+        jars = sagemaker_jars()
+        if jars:
+            conf["spark.jars"] = ",".join(jars)
+            conf |= s3a_conf(s3)
+        conf["spark.ui.enabled"] = "false"
+    elif spark.master:
+        builder = builder.master(spark.master)
+    conf |= spark.conf
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session
