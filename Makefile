@@ -4,7 +4,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
-OUT ?= out
 # sagemaker-pyspark pins pyspark==3.3.0; we run 3.5.x, so it is installed without its dependencies.
 SAGEMAKER_PYSPARK := sagemaker-pyspark==1.4.5
 
@@ -34,8 +33,10 @@ test: setup
 	$(PY) -m ruff check jobs tests bench
 	$(PY) -m pytest -q
 
+# sample data (scikit-learn's digits) → Spark conversion → local trainer → summary table
 run: setup
-	$(PY) -m jobs run --config conf/local.yaml --out $(OUT)
+	$(PY) -m jobs sample --out data/digits
+	$(PY) -m jobs run --config conf/local.yaml
 
 bench: setup
 	$(PY) -m bench
@@ -53,4 +54,4 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis $(OUT) spark-warehouse
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis out data spark-warehouse

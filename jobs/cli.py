@@ -1,0 +1,287 @@
+"""``python -m jobs``: sample, convert, train, run, inspect (and emr-step).
+
+User errors (bad config, bad input, a refused destination, a failed training job) print one
+line and exit 2; ``--debug`` shows the traceback. Anything unexpected exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from .errors import JobError
+
+log = logging.getLogger("jobs")
+
+DEFAULT_CONFIG = "conf/local.yaml"
+
+
+def _common(p: argparse.ArgumentParser, config: bool = True) -> None:
+    if config:
+        p.add_argument(
+            "--config", metavar="FILE", help=f"YAML config (default: {DEFAULT_CONFIG} if present)"
+        )
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY.PATH=VALUE",
+            help="override one config value (YAML syntax), repeatable: --set output.mode=overwrite",
+        )
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--quiet", action="store_true", help="only warnings and the final result")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs",
+        description="Parquet → SageMaker RecordIO-protobuf shards with Spark, and linear-learner "
+        "training on them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "sample",
+        help="write sample Parquet input (scikit-learn's digits, or synthetic MNIST-shaped rows)",
+        description="Write the handwritten digits (1,797 8x8 images, classic layout: columns "
+        "'0'..'63' + target) split into DIR/train, DIR/validation, DIR/test; or with --synthetic "
+        "a large MNIST-shaped set for benchmarks in DIR.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--synthetic", action="store_true", help="random MNIST-shaped rows instead")
+    p.add_argument("--rows", type=int, default=60_000)
+    p.add_argument("--features", type=int, default=784)
+    p.add_argument("--files", type=int, default=16)
+    p.add_argument("--density", type=float, default=0.2, help="fraction of non-zero features")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p, config=False)
+
+    p = sub.add_parser(
+        "convert",
+        help="run the Spark job: Parquet → committed RecordIO-protobuf shards",
+        description="Read the configured Parquet inputs, select label and features, validate, "
+        "encode per partition, stream shards to output.path and commit manifests + run.json.",
+    )
+    _common(p)
+
+    p = sub.add_parser(
+        "train",
+        help="train on a committed run (training.backend: local | sagemaker)",
+        description="Train on the committed run at --run (default output.path): the local "
+        "stand-in trainer, or a SageMaker linear-learner training job followed to its end.",
+    )
+    p.add_argument("--run", metavar="LOCATION", help="run location (default: output.path)")
+    _train_flags(p)
+    _common(p)
+
+    p = sub.add_parser(
+        "run",
+        help="convert, then train, then print a summary",
+        description="The whole pipeline: the Spark conversion, then training on its run.",
+    )
+    _train_flags(p)
+    _common(p)
+
+    p = sub.add_parser(
+        "inspect",
+        help="decode and check shards: a file, directory, s3 prefix, manifest or run",
+        description="Decode every record; print records, feature_dim, encoding, label histogram "
+        "and the first rows; for a run, verify each shard's sha256 and count against run.json. "
+        "Exits non-zero on any corrupt record or mismatch.",
+    )
+    p.add_argument("target", metavar="SHARD|DIR|S3_PREFIX|MANIFEST|RUN")
+    p.add_argument("--head", type=int, default=3, help="rows to show (default 3)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-verify", action="store_true", help="skip the checksum comparison")
+    _common(p)
+
+    return parser
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-wait", action="store_true", help="SageMaker: start the job, print its name, exit 0"
+    )
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="SageMaker: on Ctrl-C stop following but leave the job running",
+    )
+
+
+def _config(args):
+    from pathlib import Path
+
+    from .config import load_config
+
+    path = args.config
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
+    return load_config(path, args.overrides)
+
+
+def _setup_logging(args) -> None:
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def cmd_sample(args) -> int:
+    from .sample import write_digits, write_synthetic
+
+    if args.synthetic:
+        n = write_synthetic(args.out, args.rows, args.features, args.files, args.density, args.seed)
+        print(
+            f"wrote {n:,} synthetic rows × {args.features} features in {args.files} files to {args.out}"
+        )
+    else:
+        counts = write_digits(args.out)
+        listed = ", ".join(f"{c} {n}" for c, n in counts.items())
+        print(f"wrote scikit-learn's digits to {args.out}: {listed} rows")
+    return 0
+
+
+def _convert(config) -> tuple[dict, float]:
+    from .spark_job import convert
+
+    t0 = time.perf_counter()
+    meta = convert(config)
+    return meta, time.perf_counter() - t0
+
+
+def _conversion_rows(meta: dict, seconds: float) -> list[tuple[str, str]]:
+    rows = [
+        ("read path", f"{meta['read_path']} ({meta['read_path_reason']})"),
+        ("encoding", f"{meta['encoding']}, feature_dim {meta['feature_dim']}"),
+    ]
+    total = 0
+    for channel, info in meta["channels"].items():
+        total += info["rows"]
+        rows.append(
+            (
+                f"{channel}",
+                f"{info['rows']:,} rows, {len(info['shards'])} shards, "
+                f"{info['bytes'] / 1e6:.2f} MB, labels {json.dumps(info['labels'])}",
+            )
+        )
+    rows.append(("conversion", f"{seconds:.1f} s ({total / max(seconds, 1e-9):,.0f} rows/s)"))
+    return rows
+
+
+def cmd_convert(args) -> int:
+    config = _config(args)
+    meta, seconds = _convert(config)
+    print(f"\ncommitted {config.output.path}\n" + _table(_conversion_rows(meta, seconds)))
+    return 0
+
+
+def _train(config, run_uri: str, args) -> dict:
+    from .runinfo import load_run
+    from .storage import Store
+
+    store = Store(config.s3)
+    backend = config.training.backend
+    if backend == "none":
+        raise JobError("training.backend is none: nothing to train")
+    _, meta = load_run(run_uri, store, verify=True)
+    if backend == "local":
+        from .training.local import train_local
+
+        return train_local(config.training, run_uri, store, meta, progress=print)
+    from .training.sagemaker import train_sagemaker
+
+    return train_sagemaker(
+        config, run_uri, store, meta, wait=not args.no_wait, detach=args.detach, progress=print
+    )
+
+
+def _training_rows(result: dict) -> list[tuple[str, str]]:
+    rows = [("training", f"{result.get('backend')}: {result.get('status')}")]
+    if result.get("job_name"):
+        rows.append(("job", result["job_name"]))
+    for name, value in sorted(result.get("metrics", {}).items()):
+        if not name.startswith("train:"):
+            rows.append((name, f"{value:.4f}"))
+    if result.get("model_artifact"):
+        rows.append(("model", result["model_artifact"]))
+    if result.get("notice"):
+        rows.append(("note", result["notice"]))
+    return rows
+
+
+def cmd_train(args) -> int:
+    config = _config(args)
+    result = _train(config, args.run or config.output.path, args)
+    print("\n" + _table(_training_rows(result)))
+    return 0
+
+
+def cmd_run(args) -> int:
+    config = _config(args)
+    log.info("stage 1/2: conversion (Spark)")
+    meta, seconds = _convert(config)
+    rows = _conversion_rows(meta, seconds)
+    if config.training.backend != "none":
+        log.info("stage 2/2: training (%s)", config.training.backend)
+        result = _train(config, config.output.path, args)
+        rows += _training_rows(result)
+    print(f"\nSummary: {config.output.path}\n" + _table(rows))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .inspect import format_report, inspect
+    from .storage import Store
+
+    config = _config(args)
+    report = inspect(Store(config.s3), args.target, head=args.head, verify=not args.no_verify)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if report["problems"]:
+        print(f"error: {report['problems'][0]}", file=sys.stderr)
+        return 3
+    return 0
+
+
+COMMANDS = {
+    "sample": cmd_sample,
+    "convert": cmd_convert,
+    "train": cmd_train,
+    "run": cmd_run,
+    "inspect": cmd_inspect,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args)
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except JobError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
