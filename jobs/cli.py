@@ -143,9 +143,8 @@ def cmd_sample(args) -> int:
 
     if args.synthetic:
         n = write_synthetic(args.out, args.rows, args.features, args.files, args.density, args.seed)
-        print(
-            f"wrote {n:,} synthetic rows × {args.features} features in {args.files} files to {args.out}"
-        )
+        shape = f"{n:,} synthetic rows × {args.features} features"
+        print(f"wrote {shape} in {args.files} files to {args.out}")
     else:
         counts = write_digits(args.out)
         listed = ", ".join(f"{c} {n}" for c, n in counts.items())

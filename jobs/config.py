@@ -230,8 +230,15 @@ def _coerce(hint, value, path: str):
     return value
 
 
+# mappings whose own keys contain dots (Spark settings): the rest of the path is one key
+_DOTTED_KEYS = ("spark.conf.",)
+
+
 def _set(tree: dict, dotted: str, raw: str) -> None:
     keys = dotted.split(".")
+    for prefix in _DOTTED_KEYS:
+        if dotted.startswith(prefix) and len(dotted) > len(prefix):
+            keys = [*prefix.rstrip(".").split("."), dotted[len(prefix) :]]
     if not all(keys):
         raise ConfigError(f"--set {dotted}={raw}: empty key segment")
     node = tree

@@ -1,4 +1,98 @@
-import os
+"""Real parts: one local[2] Spark session per test run, one moto server over HTTP for S3,
+SageMaker, CloudWatch Logs and EMR. Executors and the JVM reach moto over HTTP too."""
 
-# The SDK is only our reference encoder; its v2 deprecation banner is noise in test output.
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A moto server on a free 127.0.0.1 port; fake credentials in the environment *before*
+    Spark starts, so the JVM and the Python workers inherit them."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("the moto server did not start") from None
+            time.sleep(0.2)
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
+            "AWS_SESSION_TOKEN": "testing-session-token",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def s3_settings(moto_server):
+    from jobs.storage import S3Settings
+
+    return S3Settings(endpoint_url=moto_server, region="us-east-1", part_size_mb=5)
+
+
+@pytest.fixture(scope="session")
+def spark(moto_server, s3_settings):
+    from jobs.config import SparkConfig
+    from jobs.session import spark_session
+
+    session = spark_session(
+        SparkConfig(
+            master="local[2]",
+            conf={"spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "2"},
+        ),
+        s3_settings,
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def s3(moto_server, s3_settings):
+    from jobs.storage import s3_client
+
+    return s3_client(s3_settings)
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name

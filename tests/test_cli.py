@@ -1,0 +1,105 @@
+"""The CLI end to end, as a user runs it: sample → run (Spark + local trainer) → inspect."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.spark
+
+
+def jobs(*args, cwd=REPO):
+    return subprocess.run(
+        [sys.executable, "-m", "jobs", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    sample = jobs("sample", "--out", str(root / "digits"))
+    assert sample.returncode == 0, sample.stderr
+    assert "train 1257, validation 270, test 270" in sample.stdout
+    out = root / "run"
+    sets = [f"input.paths.{c}={root / 'digits' / c}" for c in ("train", "validation", "test")]
+    sets.append(f"output.path={out}")
+    args = ["run", "--config", "conf/local.yaml"]
+    for s in sets:
+        args += ["--set", s]
+    result = jobs(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_run_prints_the_summary_and_the_classic_label_is_learned(digits_run):
+    out, result = digits_run
+    assert "Summary:" in result.stdout
+    assert "read path" in result.stdout and "direct" in result.stdout
+    assert "local stand-in" in result.stdout
+    local = json.loads((out / "training" / "local" / "result.json").read_text())
+    assert local["metrics"]["test:binary_classification_accuracy"] >= 0.97
+    assert local["metrics"]["test:roc_auc_score"] > 0.97
+    line = next(s for s in result.stdout.splitlines() if "test:binary_classification_accuracy" in s)
+    assert float(line.split()[-1]) == pytest.approx(
+        local["metrics"]["test:binary_classification_accuracy"], abs=1e-4
+    )
+    meta = json.loads((out / "run.json").read_text())
+    assert {c: i["rows"] for c, i in meta["channels"].items()} == {
+        "train": 1257,
+        "validation": 270,
+        "test": 270,
+    }
+    assert "epoch 15/15" in result.stdout
+
+
+def test_inspect_verifies_a_run_and_names_a_corrupt_shard(digits_run, tmp_path):
+    out, _ = digits_run
+    ok = jobs("inspect", str(out), "--json")
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["records"] == 1797 and report["feature_dim"] == 64
+    assert report["verified_against_metadata"] and not report["problems"]
+    assert report["labels"] == {"0": 1619, "1": 178}
+
+    shard = next((out / "data" / "test").iterdir())
+    data = bytearray(shard.read_bytes())
+    record = len(data) // 270
+    data[record * 5 : record * 5 + 4] = b"\0\0\0\0"  # the sixth record's magic
+    bad = tmp_path / "bad.recordio"
+    bad.write_bytes(data)
+    single = jobs("inspect", str(bad))
+    assert single.returncode == 3
+    assert f"{bad}: corrupt RecordIO at byte offset {record * 5}" in single.stderr
+
+    original = shard.read_bytes()
+    shard.write_bytes(bytes(data))
+    try:
+        run = jobs("inspect", str(out))
+    finally:
+        shard.write_bytes(original)
+    assert run.returncode == 3
+    assert str(shard) in run.stderr and "byte offset" in run.stderr
+    assert "checksums    MISMATCH" in run.stdout
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path):
+    bad = jobs("convert", "--config", "conf/local.yaml", "--set", "output.mdoe=error")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "error: unknown config key 'output.mdoe' (did you mean output.mode?); "
+        "valid keys here: path, mode, encoding, max_shard_mb, shards"
+    )
+    missing = jobs("train", "--config", "conf/local.yaml", "--run", str(tmp_path / "none"))
+    assert missing.returncode == 2
+    assert "holds no committed run" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_help_explains_each_command():
+    out = jobs("--help").stdout
+    for command in ("sample", "convert", "train", "run", "inspect"):
+        assert command in out
+    assert "--set" in jobs("convert", "--help").stdout

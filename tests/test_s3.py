@@ -1,0 +1,124 @@
+"""Shards streamed to S3 (the moto server over HTTP): multipart, abort, encryption, reads."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from helpers import config, read_run, sorted_rows, write_columns
+
+from jobs.errors import StorageError
+from jobs.runinfo import load_run
+from jobs.spark_job import convert
+from jobs.storage import Location, ShardWriter, Store
+
+pytestmark = pytest.mark.aws
+
+
+def _pending(s3, bucket):
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def test_multipart_shard_is_assembled_whole(s3, bucket, s3_settings):
+    data = np.random.default_rng(0).bytes(12 << 20)
+    dest = Location.parse(f"s3://{bucket}/run/data/train/part-00000-000.recordio")
+    with ShardWriter(dest, s3_settings, client=s3) as w:
+        for i in range(0, len(data), 1 << 20):
+            w.write(data[i : i + (1 << 20)])
+    body = s3.get_object(Bucket=bucket, Key=dest.key)["Body"].read()
+    assert body == data
+    assert not _pending(s3, bucket)
+
+
+def test_failure_mid_upload_leaves_no_object_and_no_pending_upload(s3, bucket, s3_settings):
+    calls = []
+
+    def fail_second_part(params, **kwargs):
+        calls.append(params["PartNumber"])
+        if params["PartNumber"] == 2:
+            raise ConnectionError("injected: connection reset during UploadPart 2")
+
+    s3.meta.events.register("before-parameter-build.s3.UploadPart", fail_second_part)
+    dest = Location.parse(f"s3://{bucket}/run/data/train/part-00000-000.recordio")
+    with pytest.raises(ConnectionError, match="injected"):
+        with ShardWriter(dest, s3_settings, client=s3) as w:
+            for _ in range(15):
+                w.write(b"\x01" * (1 << 20))
+    s3.meta.events.unregister("before-parameter-build.s3.UploadPart", fail_second_part)
+    assert calls == [1, 2]
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    assert not _pending(s3, bucket)
+
+
+def test_failed_complete_aborts_the_upload(s3, bucket, s3_settings):
+    def fail(**kwargs):
+        raise ConnectionError("injected: CompleteMultipartUpload failed")
+
+    s3.meta.events.register("before-call.s3.CompleteMultipartUpload", fail)
+    dest = Location.parse(f"s3://{bucket}/x.recordio")
+    w = ShardWriter(dest, s3_settings, client=s3)
+    w.write(b"\x02" * (6 << 20))
+    with pytest.raises(ConnectionError):
+        w.close()
+    s3.meta.events.unregister("before-call.s3.CompleteMultipartUpload", fail)
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    assert not _pending(s3, bucket)
+
+
+def _upload_dir(s3, bucket, local, prefix):
+    for f in sorted(local.iterdir()):
+        s3.upload_file(str(f), bucket, f"{prefix}/{f.name}")
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("path, scheme", [("direct", "s3"), ("spark", "s3a")])
+def test_parquet_on_s3_to_shards_on_s3(spark, s3, bucket, tmp_path, path, scheme):
+    rng = np.random.default_rng(1)
+    x = rng.random((4000, 400), dtype=np.float32)  # 6.4 MB of dense records: two parts
+    y = rng.integers(0, 2, 4000)
+    write_columns(tmp_path / "in", x, y, files=2)
+    _upload_dir(s3, bucket, tmp_path / "in", "input/train")
+    out = f"s3://{bucket}/runs/{path}"
+    cfg = config(
+        **{
+            "input.paths.train": f"{scheme}://{bucket}/input/train",
+            "output.path": out,
+            "output.encoding": "dense",
+            "output.shards": 1,
+            "read.path": path,
+            "s3.endpoint_url": s3.meta.endpoint_url,
+            "s3.region": "us-east-1",
+            "s3.part_size_mb": 5,
+            "s3.sse": "AES256",
+        }
+    )
+    meta = convert(cfg, spark)
+    assert meta["read_path"] == path
+    store = Store(cfg.s3)
+    got_x, got_y, meta = read_run(out, store)
+    np.testing.assert_array_equal(sorted_rows(got_x, got_y), sorted_rows(x, y.astype(np.float32)))
+    (shard,) = meta["channels"]["train"]["shards"]
+    assert shard["bytes"] > 5 << 20
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"runs/{path}/")["Contents"]]
+    assert sorted(keys) == sorted(
+        [
+            f"runs/{path}/data/train/{shard['key']}",
+            f"runs/{path}/manifests/train.manifest",
+            f"runs/{path}/run.json",
+        ]
+    )
+    for key in keys:
+        assert s3.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
+    manifest = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"runs/{path}/manifests/train.manifest")["Body"].read()
+    )
+    assert manifest == [{"prefix": f"{out}/data/train/"}, shard["key"]]
+    assert not _pending(s3, bucket)
+
+
+def test_train_refuses_an_uncommitted_run(s3, bucket, s3_settings):
+    s3.upload_fileobj(io.BytesIO(b"x"), bucket, "run/data/train/part-00000-000.recordio")
+    with pytest.raises(StorageError, match="holds no committed run.*1 uncommitted shards"):
+        load_run(f"s3://{bucket}/run", Store(s3_settings))

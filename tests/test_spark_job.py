@@ -1,0 +1,448 @@
+"""The Spark job end to end on local Spark: both read paths, every feature form, commit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import config, read_run, sorted_rows, write_columns
+
+from jobs.errors import ConfigError, InputError, StorageError
+from jobs.spark_job import convert
+
+pytestmark = pytest.mark.spark
+
+
+def _data(n=600, d=12, seed=0, density=0.3, classes=2):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, d), dtype=np.float32)
+    x[rng.random((n, d)) > density] = 0
+    return x, rng.integers(0, classes, n)
+
+
+def _nothing_written(out: Path) -> bool:
+    return not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+
+
+@pytest.mark.parametrize("path", ["direct", "spark"])
+@pytest.mark.parametrize("encoding", ["dense", "sparse"])
+def test_numeric_columns_round_trip_on_both_paths(spark, tmp_path, path, encoding):
+    x, y = _data()
+    src = write_columns(tmp_path / "in", x, y, files=3)
+    out = tmp_path / "out"
+    cfg = config(
+        **{
+            "input.paths.train": src,
+            "select.label": "CAST(target = 0 AS FLOAT)",
+            "output.path": str(out),
+            "output.encoding": encoding,
+            "read.path": path,
+        }
+    )
+    meta = convert(cfg, spark)
+    got_x, got_y, meta = read_run(str(out))
+    expected_y = (y == 0).astype(np.float32)
+    np.testing.assert_array_equal(sorted_rows(got_x, got_y), sorted_rows(x, expected_y))
+    assert meta["read_path"] == path
+    assert meta["encoding"] == encoding
+    assert meta["feature_dim"] == 12
+    train = meta["channels"]["train"]
+    assert train["rows"] == 600 == sum(s["rows"] for s in train["shards"])
+    assert train["labels"] == {"0": int((y != 0).sum()), "1": int((y == 0).sum())}
+    manifest = json.loads((out / "manifests" / "train.manifest").read_text())
+    assert manifest[0] == {"prefix": str(out / "data" / "train") + "/"}
+    assert sorted(manifest[1:]) == sorted(p.name for p in (out / "data" / "train").iterdir())
+
+
+def test_both_paths_write_byte_identical_shards(spark, tmp_path):
+    x, y = _data(n=900)
+    src = write_columns(tmp_path / "in", x, y, files=1)
+    digests = {}
+    for path in ("direct", "spark"):
+        out = tmp_path / path
+        cfg = config(
+            **{
+                "input.paths.train": src,
+                "output.path": str(out),
+                "read.path": path,
+                "output.shards": 1,
+                "select.label": "CAST(target = 0 AS FLOAT)",
+            }
+        )
+        meta = convert(cfg, spark)
+        digests[path] = [s["sha256"] for s in meta["channels"]["train"]["shards"]]
+        assert len(digests[path]) == 1
+    assert digests["direct"] == digests["spark"]
+
+
+def test_sdk_reader_reads_the_shards(spark, tmp_path):
+    from sagemaker.amazon.common import read_records
+
+    x, y = _data(n=50)
+    src = write_columns(tmp_path / "in", x, y)
+    out = tmp_path / "out"
+    convert(
+        config(
+            **{
+                "input.paths.train": src,
+                "output.path": str(out),
+                "select.label": "CAST(target = 1 AS FLOAT)",
+                "output.encoding": "sparse",
+            }
+        ),
+        spark,
+    )
+    (shard,) = (out / "data" / "train").iterdir()
+    with open(shard, "rb") as f:
+        records = read_records(f)
+    assert len(records) == 50
+    got = sorted(tuple(r.label["values"].float32_tensor.values) for r in records)
+    assert got == sorted((float(v == 1),) for v in y)
+
+
+def test_array_column_and_pattern_forms(spark, tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.random((200, 5), dtype=np.float32)
+    table = pa.table(
+        {
+            "px": pa.array(list(x.astype(np.float64)), pa.list_(pa.float64())),
+            "target": rng.integers(0, 2, 200),
+            "f_a": x[:, 0],
+            "f_b": x[:, 1],
+            "other": x[:, 2],
+        }
+    )
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(table, src / "a.parquet")
+    for path in ("direct", "spark"):
+        out = tmp_path / f"arr-{path}"
+        convert(
+            config(
+                **{
+                    "input.paths.train": str(src),
+                    "output.path": str(out),
+                    "select.features.array": "px",
+                    "read.path": path,
+                }
+            ),
+            spark,
+        )
+        got_x, got_y, meta = read_run(str(out))
+        assert meta["features"]["form"] == "array" and meta["feature_dim"] == 5
+        np.testing.assert_array_equal(
+            sorted_rows(got_x, got_y), sorted_rows(x, table["target"].to_numpy().astype(np.float32))
+        )
+    out = tmp_path / "pattern"
+    meta = convert(
+        config(
+            **{
+                "input.paths.train": str(src),
+                "output.path": str(out),
+                "select.features.pattern": "f_.*",
+            }
+        ),
+        spark,
+    )
+    assert meta["features"]["columns"] == ["f_a", "f_b"]
+    got_x, _, _ = read_run(str(out))
+    np.testing.assert_array_equal(sorted_rows(got_x), sorted_rows(x[:, :2]))
+
+
+def test_vector_column_dense_and_sparse_goes_through_spark(spark, tmp_path):
+    from pyspark.ml.linalg import Vectors
+
+    rows = [
+        (1.0, Vectors.dense([1.0, 0.0, 2.5, 0.0])),
+        (0.0, Vectors.sparse(4, [1, 3], [4.0, -1.0])),
+        (1.0, Vectors.sparse(4, [], [])),
+        (0.0, Vectors.dense([0.0, 0.0, 0.0, 7.0])),
+    ]
+    df = spark.createDataFrame(rows, ["y", "v"])
+    src = tmp_path / "vec"
+    df.write.parquet(str(src))
+    out = tmp_path / "out"
+    meta = convert(
+        config(
+            **{
+                "input.paths.train": str(src),
+                "output.path": str(out),
+                "select.label": "y",
+                "select.features.vector": "v",
+                "output.encoding": "sparse",
+            }
+        ),
+        spark,
+    )
+    assert meta["read_path"] == "spark" and "Vector" in meta["read_path_reason"]
+    got_x, got_y, _ = read_run(str(out))
+    expected = np.array([r[1].toArray() for r in rows], dtype=np.float32)
+    np.testing.assert_array_equal(
+        sorted_rows(got_x, got_y), sorted_rows(expected, np.array([r[0] for r in rows], np.float32))
+    )
+
+
+def test_split_routes_every_row_to_exactly_one_channel(spark, tmp_path):
+    x, y = _data(n=1000, d=4)
+    x[:, 0] = np.arange(1000)  # a row id
+    src = write_columns(tmp_path / "in", x, y, files=2)
+    seen = {}
+    for path in ("direct", "spark"):
+        out = tmp_path / path
+        meta = convert(
+            config(
+                **{
+                    "input.path": src,
+                    "input.split": "{train: 0.8, validation: 0.1, test: 0.1}",
+                    "output.path": str(out),
+                    "read.path": path,
+                }
+            ),
+            spark,
+        )
+        ids = {}
+        for channel in ("train", "validation", "test"):
+            cx, _, _ = read_run(str(out), channel=channel)
+            ids[channel] = sorted(cx[:, 0].astype(int).tolist())
+        assert sorted(sum(ids.values(), [])) == list(range(1000))
+        assert 700 < len(ids["train"]) < 900
+        seen[path] = ids
+        assert meta["channels"]["validation"]["rows"] == len(ids["validation"])
+    assert seen["direct"] == seen["spark"]  # the split depends on seed and row order only
+
+
+def test_shards_roll_over_at_the_size_cap_with_deterministic_names(spark, tmp_path):
+    x = np.random.default_rng(0).random((6000, 100), dtype=np.float32)
+    src = write_columns(tmp_path / "in", x, np.zeros(6000, int), files=1)
+    out = tmp_path / "out"
+    meta = convert(
+        config(
+            **{
+                "input.paths.train": src,
+                "output.path": str(out),
+                "output.max_shard_mb": 1,
+                "output.encoding": "dense",
+                "read.batch_rows": 1000,
+            }
+        ),
+        spark,
+    )
+    shards = meta["channels"]["train"]["shards"]
+    assert [s["key"] for s in shards] == [
+        f"part-00000-{i:03d}.recordio" for i in range(len(shards))
+    ]
+    assert len(shards) >= 2
+    assert all(s["bytes"] <= 1 << 20 for s in shards)
+    assert sum(s["rows"] for s in shards) == 6000
+
+
+def test_exact_shard_count_on_the_direct_path(spark, tmp_path):
+    x, y = _data(n=1000, d=4)
+    src = write_columns(tmp_path / "in", x, y, files=2, row_group_size=100)
+    out = tmp_path / "out"
+    meta = convert(
+        config(**{"input.paths.train": src, "output.path": str(out), "output.shards": 3}), spark
+    )
+    assert meta["read_path"] == "direct"
+    assert len(meta["channels"]["train"]["shards"]) == 3
+    got_x, _, _ = read_run(str(out))
+    np.testing.assert_array_equal(sorted_rows(got_x), sorted_rows(x))
+
+
+def test_filter_and_spark_only_label_choose_their_paths(spark, tmp_path):
+    x, y = _data(n=300, d=3, classes=4)
+    src = write_columns(tmp_path / "in", x, y)
+    out = tmp_path / "a"
+    meta = convert(
+        config(
+            **{
+                "input.paths.train": src,
+                "output.path": str(out),
+                "input.filter": "target >= 2",
+                "select.label": "CAST(target = 3 AS FLOAT)",
+            }
+        ),
+        spark,
+    )
+    assert meta["read_path"] == "direct"
+    assert meta["channels"]["train"]["rows"] == int((y >= 2).sum())
+    out = tmp_path / "b"
+    meta = convert(
+        config(
+            **{
+                "input.paths.train": src,
+                "output.path": str(out),
+                "input.filter": "target >= 2",
+                "select.label": "IF(target = 3, 1.0, 0.0)",
+            }
+        ),
+        spark,
+    )
+    assert meta["read_path"] == "spark" and "IF()" in meta["read_path_reason"]
+    _, got_y, _ = read_run(str(out))
+    assert sorted(got_y.tolist()) == sorted(float(v == 3) for v in y[y >= 2])
+
+
+def test_write_mode_error_refuses_and_overwrite_replaces(spark, tmp_path):
+    x, y = _data(n=100, d=3)
+    src = write_columns(tmp_path / "in", x, y)
+    out = tmp_path / "out"
+    settings = {
+        "input.paths.train": src,
+        "output.path": str(out),
+        "select.label": "CAST(target = 0 AS FLOAT)",
+    }
+    convert(config(**settings), spark)
+    before = (out / "run.json").read_bytes()
+    with pytest.raises(StorageError, match="already holds a committed run.*output.mode: overwrite"):
+        convert(config(**settings), spark)
+    assert (out / "run.json").read_bytes() == before
+    meta = convert(
+        config(**settings, **{"output.mode": "overwrite", "input.filter": "target = 1"}), spark
+    )
+    assert meta["channels"]["train"]["rows"] == int((y == 1).sum())
+    assert len(list((out / "data" / "train").iterdir())) == len(meta["channels"]["train"]["shards"])
+
+
+# -- validation: each error names what is wrong, and nothing is written ------------------------
+
+
+def _bad(spark, tmp_path, table_or_path, match, **settings):
+    if isinstance(table_or_path, pa.Table):
+        src = tmp_path / "in"
+        src.mkdir(exist_ok=True)
+        pq.write_table(table_or_path, src / "a.parquet")
+        table_or_path = str(src)
+    out = tmp_path / "out"
+    cfg = config(**{"input.paths.train": table_or_path, "output.path": str(out), **settings})
+    with pytest.raises((InputError, ConfigError)) as info:
+        convert(cfg, spark)
+    assert _nothing_written(out), list(out.rglob("*"))
+    assert match in str(info.value), str(info.value)
+    return str(info.value)
+
+
+def test_missing_feature_columns_are_named(spark, tmp_path):
+    t = pa.table({"a": [1.0, 2.0], "target": [0, 1]})
+    _bad(
+        spark,
+        tmp_path,
+        t,
+        "2 columns are not in the input: 'b', 'c'",
+        **{"select.features.columns": "[a, b, c]"},
+    )
+
+
+def test_non_numeric_feature_column_is_named(spark, tmp_path):
+    t = pa.table({"a": [1.0, 2.0], "name": ["x", "y"], "target": [0, 1]})
+    _bad(
+        spark,
+        tmp_path,
+        t,
+        "feature columns are not numeric: 'name' (string)",
+        **{"select.features.columns": "[a, name]"},
+    )
+
+
+@pytest.mark.parametrize("path", ["direct", "spark"])
+def test_binary_label_outside_zero_one(spark, tmp_path, path):
+    t = pa.table({"a": [1.0, 2.0, 3.0], "target": [0, 1, 2]})
+    _bad(spark, tmp_path, t, "1 rows in", **{"read.path": path})
+    msg = _bad(
+        spark,
+        tmp_path,
+        t,
+        "not 0 or 1 for a binary_classifier (values seen: [2.0])",
+        **{"read.path": path},
+    )
+    assert "label" in msg
+
+
+@pytest.mark.parametrize("path", ["direct", "spark"])
+def test_ragged_arrays(spark, tmp_path, path):
+    t = pa.table({"px": [[1.0, 2.0], [1.0], [3.0, 4.0], [5.0]], "target": [0, 1, 0, 1]})
+    _bad(
+        spark,
+        tmp_path,
+        t,
+        "ragged feature array: 2 rows",
+        **{"select.features.array": "px", "read.path": path},
+    )
+
+
+@pytest.mark.parametrize("path", ["direct", "spark"])
+def test_null_and_nan_features_follow_the_policy(spark, tmp_path, path):
+    t = pa.table(
+        {
+            "a": [1.0, None, 3.0, 4.0],
+            "b": [1.0, 2.0, float("nan"), float("inf")],
+            "target": [0, 1, 0, 1],
+        }
+    )
+    msg = _bad(spark, tmp_path, t, "3 rows in", **{"read.path": path})
+    assert "null, NaN or infinite" in msg and "select.invalid" in msg
+    if path == "direct":
+        assert "'a' (1 rows)" in msg and "'b' (2 rows)" in msg
+    out = tmp_path / "drop"
+    src = str(tmp_path / "in")
+    meta = convert(
+        config(
+            **{
+                "input.paths.train": src,
+                "output.path": str(out),
+                "select.invalid": "drop",
+                "read.path": path,
+            }
+        ),
+        spark,
+    )
+    assert meta["channels"]["train"]["rows"] == 1 and meta["rows_dropped"] == 3
+    out = tmp_path / "zero"
+    meta = convert(
+        config(
+            **{
+                "input.paths.train": src,
+                "output.path": str(out),
+                "select.invalid": "zero",
+                "read.path": path,
+                "output.encoding": "dense",
+            }
+        ),
+        spark,
+    )
+    got_x, _, _ = read_run(str(out))
+    np.testing.assert_array_equal(
+        sorted_rows(got_x), sorted_rows(np.array([[1, 1], [0, 2], [3, 0], [4, 0]], np.float32))
+    )
+    assert meta["rows_zeroed"] == 3
+
+
+def test_empty_dataset_and_missing_path(spark, tmp_path):
+    t = pa.table({"a": pa.array([], pa.float64()), "target": pa.array([], pa.int64())})
+    _bad(spark, tmp_path, t, "channel train: no rows to write")
+    _bad(spark, tmp_path, str(tmp_path / "nope"), f"input path {tmp_path / 'nope'} does not exist")
+
+
+def test_label_reading_a_missing_column(spark, tmp_path):
+    t = pa.table({"a": [1.0], "target": [0]})
+    _bad(
+        spark,
+        tmp_path,
+        t,
+        "reads 'label_col', which is not a column",
+        **{"select.label": "label_col = 1"},
+    )
+
+
+def test_corrupt_parquet_file_is_named(spark, tmp_path):
+    src = tmp_path / "in"
+    x, y = _data(n=10, d=2)
+    write_columns(src, x, y, files=2)
+    bad = src / "part-00001.parquet"
+    data = bad.read_bytes()
+    bad.write_bytes(data[:50] + b"\x00" * 200 + data[250:])
+    _bad(spark, tmp_path, str(src), "part-00001.parquet")
