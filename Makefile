@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 # sagemaker-pyspark pins pyspark==3.3.0; we run 3.5.x, so it is installed without its dependencies.
 SAGEMAKER_PYSPARK := sagemaker-pyspark==1.4.5
 
-.PHONY: setup java test run bench lint clean lock
+.PHONY: setup java test run bench lint clean lock package
 
 setup: $(STAMP)
 
@@ -38,6 +38,21 @@ run: setup
 	$(PY) -m jobs sample --out data/digits
 	$(PY) -m jobs run --config conf/local.yaml
 
+# What a cluster needs, in dist/: our wheel, a relocatable Python env with it and its runtime
+# deps (not pyspark: the cluster's Spark provides it), the spark-submit entry script, the config.
+RUNTIME_DEPS := numpy pyarrow boto3 pyyaml
+package: setup
+	rm -rf dist build && mkdir -p dist
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
+	$(PYTHON) -m venv dist/.env-build
+	dist/.env-build/bin/pip install --quiet -c constraints.txt $(RUNTIME_DEPS)
+	dist/.env-build/bin/pip install --quiet --no-deps dist/jobs-*.whl
+	$(VENV)/bin/venv-pack --quiet -p dist/.env-build -o dist/env.tar.gz
+	rm -rf dist/.env-build build
+	cp jobs/entry.py dist/main.py
+	cp conf/emr.yaml conf/emr-bootstrap.sh dist/
+	@ls -la dist
+
 bench: setup
 	$(PY) -m bench
 
@@ -54,4 +69,4 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis out data spark-warehouse
+	rm -rf $(VENV) build dist .bench-cache *.egg-info .pytest_cache .ruff_cache .hypothesis out data spark-warehouse

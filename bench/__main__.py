@@ -1,10 +1,10 @@
-"""python -m bench [codec ...]: print each benchmark's table of ratios."""
+"""python -m bench [codec e2e ...]: print each benchmark's table of ratios."""
 
 import argparse
 
-from bench import codec_bench
+from bench import codec_bench, e2e_bench
 
-SUITES = {"codec": codec_bench.run}
+SUITES = {"codec": codec_bench.run, "e2e": lambda: list(e2e_bench.run().items())}
 
 
 def main() -> None:
@@ -19,7 +19,7 @@ def main() -> None:
         summary += SUITES[name]()
     print("\nSummary (ours / reference, same run):")
     for label, ratio in summary:
-        print(f"  {label:<40} {ratio:8.1f}x")
+        print(f"  {label:<40} {ratio:8.2f}x")
 
 
 if __name__ == "__main__":

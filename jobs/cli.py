@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the checksum comparison")
     _common(p)
 
+    from .emr import add_emr_parser
+
+    add_emr_parser(sub, _common)
     return parser
 
 
@@ -265,7 +268,10 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args)
-    handler = COMMANDS[args.command]
+    if args.command == "emr-step":
+        from .emr import cmd_emr_step as handler
+    else:
+        handler = COMMANDS[args.command]
     try:
         return handler(args)
     except JobError as exc:

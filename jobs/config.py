@@ -127,6 +127,21 @@ class TrainingConfig:
 
 
 @dataclass
+class EmrConfig:
+    """Where `emr-step` puts the packaged artifacts and how it submits the step."""
+
+    artifacts_uri: str | None = None  # s3:// prefix for env.tar.gz, main.py and the config
+    step_name: str = "sagemaker-shards"
+    action_on_failure: str = "CONTINUE"  # CONTINUE | CANCEL_AND_WAIT | TERMINATE_CLUSTER
+    command: str = "run"  # run | convert
+    deploy_mode: str = "cluster"
+    spark_submit_args: list[str] = field(default_factory=list)
+    region: str | None = None
+    endpoint_url: str | None = None  # an EMR-compatible endpoint (tests)
+    poll_seconds: float = 30.0
+
+
+@dataclass
 class JobConfig:
     input: InputConfig = field(default_factory=InputConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
@@ -135,6 +150,7 @@ class JobConfig:
     s3: S3Settings = field(default_factory=S3Settings)
     spark: SparkConfig = field(default_factory=SparkConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    emr: EmrConfig = field(default_factory=EmrConfig)
 
     def channels(self) -> dict[str, list[str]]:
         """Channel → input paths; a split input maps every channel to the same paths."""
@@ -157,6 +173,14 @@ _CHOICES = {
     "training.predictor_type": PREDICTOR_TYPES,
     "training.sagemaker.input_mode": ("File", "Pipe", "FastFile"),
     "training.sagemaker.data_type": ("ManifestFile", "S3Prefix"),
+    "emr.action_on_failure": (
+        "CONTINUE",
+        "CANCEL_AND_WAIT",
+        "TERMINATE_CLUSTER",
+        "TERMINATE_JOB_FLOW",
+    ),
+    "emr.command": ("run", "convert", "train"),
+    "emr.deploy_mode": ("cluster", "client"),
 }
 
 

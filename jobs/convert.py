@@ -9,6 +9,7 @@ dicts; a data error is reported, not raised, so Spark does not retry what cannot
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -134,6 +135,15 @@ def _label_key(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
+def _rss_mb() -> float:
+    """This process's resident memory now (Linux), for the flat-memory promise; 0 elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") / 1e6)
+    except (OSError, ValueError):
+        return 0.0
+
+
 def write_partition(
     plan: TaskPlan, partition: int, batches: Iterable[pa.RecordBatch], where: str
 ) -> Iterator[dict]:
@@ -142,6 +152,7 @@ def write_partition(
     route = plan.route(partition)
     sinks: dict[str, _ChannelSink] = {}
     stats = Counter()
+    peak = _rss_mb()
     try:
         for batch in batches:
             stats["rows_in"] += batch.num_rows
@@ -157,6 +168,7 @@ def write_partition(
                 if channel not in sinks:
                     sinks[channel] = _ChannelSink(plan, channel, partition)
                 sinks[channel].write(rows)
+            peak = max(peak, _rss_mb())
         for sink in sinks.values():
             sink.close()
     except InputError as exc:
@@ -170,4 +182,5 @@ def write_partition(
         raise
     for sink in sinks.values():
         yield from sink.done
-    yield {"task": partition, "where": where, "seconds": time.perf_counter() - start, **stats}
+    seconds = time.perf_counter() - start
+    yield {"task": partition, "where": where, "seconds": seconds, "peak_rss_mb": peak, **stats}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -522,6 +523,7 @@ class Conversion:
             "rows_zeroed": totals["fixed"],
             "tasks": len(tasks),
             "task_seconds": round(sum(t["seconds"] for t in tasks), 3),
+            "peak_worker_rss_mb": round(max((t["peak_rss_mb"] for t in tasks), default=0), 1),
             "inputs": cfg.channels() if self.dataframe is None else {"train": ["<DataFrame>"]},
             "channels": channels,
             "config": cfg.to_dict(),
@@ -554,7 +556,7 @@ def _task_logging() -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
-        root.setLevel(logging.INFO)
+        root.setLevel(os.environ.get("JOBS_TASK_LOG_LEVEL", "INFO"))
 
 
 def convert(config: JobConfig, spark=None, dataframe=None) -> dict:

@@ -1,0 +1,168 @@
+"""End to end: Parquet → local RecordIO-protobuf shards, our two paths vs sagemaker-spark's
+JVM writer vs a plain Spark scan, on the same generated MNIST-shaped data in one warm session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from .timing import median_seconds, print_table
+
+CACHE = Path(".bench-cache")
+ROWS = int(os.environ.get("BENCH_ROWS", 300_000))
+FEATURES, FILES, DENSITY = 784, 16, 0.2
+RUNS = int(os.environ.get("BENCH_RUNS", 3))
+
+
+def _dataset() -> Path:
+    from jobs.sample import write_synthetic
+
+    path = CACHE / f"mnist-{ROWS}x{FEATURES}-{FILES}"
+    if not (path / "_done").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        t = time.perf_counter()
+        write_synthetic(path, ROWS, FEATURES, FILES, DENSITY, seed=0)
+        (path / "_done").touch()
+        print(f"generated {ROWS:,} x {FEATURES} in {FILES} files ({time.perf_counter() - t:.0f} s)")
+    return path
+
+
+def protobuf_jar() -> str | None:
+    """protobuf-java-2.5.0.jar for the JVM writer: pyspark 3.3.0's sdist carries it."""
+    jar = CACHE / "protobuf-java-2.5.0.jar"
+    if jar.exists():
+        return str(jar)
+    sdist = CACHE / "wheels" / "pyspark-3.3.0.tar.gz"
+    if not sdist.exists():
+        cmd = [sys.executable, "-m", "pip", "download", "pyspark==3.3.0", "--no-deps",
+               "--no-binary", ":all:", "-d", str(sdist.parent)]  # fmt: skip
+        if subprocess.run(cmd, capture_output=True).returncode != 0 or not sdist.exists():
+            return None
+    with tarfile.open(sdist) as tar:
+        member = tar.getmember("pyspark-3.3.0/deps/jars/protobuf-java-2.5.0.jar")
+        jar.write_bytes(tar.extractfile(member).read())
+    return str(jar)
+
+
+def run() -> dict[str, float]:
+    import logging
+
+    from jobs.config import SparkConfig, load_config
+    from jobs.session import S3A_JARS, sagemaker_jars, spark_session
+    from jobs.spark_job import convert
+    from jobs.storage import S3Settings
+
+    logging.getLogger("jobs").setLevel(logging.WARNING)
+    os.environ["JOBS_TASK_LOG_LEVEL"] = "WARNING"  # executors inherit it: no per-shard lines
+    data = _dataset()
+    jar = protobuf_jar()
+    extra = sagemaker_jars((*S3A_JARS, "sagemaker-spark_2.12-spark_3.3.0-1.4.5.jar"))
+    conf = {"spark.driver.memory": "3g", "spark.sql.shuffle.partitions": "16"}
+    if jar:
+        conf["spark.jars"] = ",".join([*extra, jar])
+    spark = spark_session(SparkConfig(master="local[2]", conf=conf), S3Settings())
+    files = [str(data / f) for f in sorted(os.listdir(data)) if f.endswith(".parquet")]
+    cols = [str(j) for j in range(FEATURES)]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-", dir=CACHE))
+    metas = {}
+
+    def ours(path: str, **extra_sets):
+        def go():
+            sets = {
+                "input.paths.train": str(data),
+                "select.label": "CAST(target = 0 AS FLOAT)",
+                "output.path": str(tmp / f"ours-{path}"),
+                "output.mode": "overwrite",
+                "output.encoding": "dense",
+                "read.path": path,
+                **extra_sets,
+            }
+            cfg = load_config(None, [f"{k}={v}" for k, v in sets.items()])
+            metas[path + str(extra_sets)] = convert(cfg, spark)
+
+        return go
+
+    def plain_scan():
+        spark.read.parquet(*files).select(*cols).write.format("noop").mode("overwrite").save()
+
+    def jvm_writer(dense: bool):
+        from pyspark.ml.feature import VectorAssembler
+        from pyspark.ml.functions import array_to_vector, vector_to_array
+        from pyspark.sql import functions as F
+
+        def go():
+            df = spark.read.parquet(*files)
+            df = df.select((F.col("target") == 0).cast("double").alias("label"), *cols)
+            df = VectorAssembler(inputCols=cols, outputCol="features").transform(df)
+            df = df.select("label", "features")
+            if dense:
+                df = df.select(
+                    "label", array_to_vector(vector_to_array("features")).alias("features")
+                )
+            out = tmp / f"jvm-{dense}"
+            df.write.format("sagemaker").mode("overwrite").option(
+                "labelColumnName", "label"
+            ).option("featuresColumnName", "features").save(str(out))
+
+        return go
+
+    cases = [
+        ("ours: direct path (pyarrow in Spark tasks)", ours("direct")),
+        ("ours: Spark path (mapInArrow)", ours("spark")),
+        ("plain Spark scan of the 784 columns (noop sink)", plain_scan),
+    ]
+    if jar:
+        cases += [
+            ("sagemaker-spark JVM writer, dense vectors", jvm_writer(True)),
+            ("sagemaker-spark JVM writer, as assembled", jvm_writer(False)),
+        ]
+    else:
+        print("protobuf-java-2.5.0.jar unavailable (no pip download): JVM writer not measured")
+    results = {}
+    for name, fn in cases:
+        t = time.perf_counter()
+        fn()  # cold, reported separately
+        cold = time.perf_counter() - t
+        results[name] = (cold, median_seconds(fn, RUNS))
+    spark_ref = "sagemaker-spark JVM writer, dense vectors"
+    ref = results.get(spark_ref, (None, None))[1]
+    rows = []
+    for name, (cold, warm) in results.items():
+        ratio = f"{ref / warm:.2f}x" if ref else "-"
+        rows.append([name, f"{cold:.1f} s", f"{warm:.1f} s", f"{ROWS / warm:,.0f}", ratio])
+    print_table(
+        f"End to end: {ROWS:,} x {FEATURES} float32 Parquet ({FILES} files, "
+        f"{DENSITY:.0%} non-zero) "
+        f"→ local dense shards; local[2], warm median of {RUNS} (first run 'cold')",
+        ["job", "cold", "warm", "rows/s", "speed vs JVM dense"],
+        rows,
+    )
+    # memory: the same rows as 16 tasks, then as 2 tasks eight times larger
+    mem_rows = []
+    for label, sets in (
+        ("16 tasks (1 file each)", {}),
+        ("2 tasks (8 files each)", {"output.shards": 2}),
+    ):
+        ours("direct", **sets)()
+        meta = metas["direct" + str(sets)]
+        mem_rows.append(
+            [label, f"{ROWS // meta['tasks']:,}", f"{meta['peak_worker_rss_mb']:.0f} MB"]
+        )
+    print_table(
+        "Peak Python worker memory, direct path (resident, sampled per batch)",
+        ["partitioning", "rows per task", "peak RSS"],
+        mem_rows,
+    )
+    shutil.rmtree(tmp, ignore_errors=True)
+    spark.stop()
+    out = {}
+    if ref:
+        out["direct path vs JVM dense writer"] = ref / results[cases[0][0]][1]
+        out["Spark path vs JVM dense writer"] = ref / results[cases[1][0]][1]
+    return out

@@ -1,0 +1,298 @@
+"""A SageMaker linear-learner training job over a committed run: build, check, start, follow.
+
+Everything that can be checked locally is checked before CreateTrainingJob (which costs money):
+the run, the hyperparameters, the role ARN, credentials, channels vs instances, the job name.
+Following uses our own polling loop: boto3's waiter gives up after 6 hours.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+
+from ..errors import TrainingError
+from ..runinfo import RunLayout
+from ..storage import Location, Store
+from .hyperparameters import for_run, to_wire
+
+CONTENT_TYPE = "application/x-recordio-protobuf"
+IMAGE_ACCOUNTS = {
+    "us-east-1": "382416733822",
+    "us-east-2": "404615174143",
+    "us-west-1": "632365934929",
+    "us-west-2": "174872318107",
+    "eu-west-1": "438346466558",
+    "eu-west-2": "644912444149",
+    "eu-central-1": "664544806723",
+    "ap-northeast-1": "351501993468",
+    "ap-southeast-1": "475088953585",
+    "ap-southeast-2": "712309505854",
+    "ap-south-1": "991648021394",
+    "ca-central-1": "469771592824",
+}
+JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@\-/]{1,512}$")
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+def image_uri(region: str | None, override: str | None = None) -> str:
+    if override:
+        return override
+    if not region:
+        raise TrainingError("no region: set training.sagemaker.region (or AWS_REGION)")
+    account = IMAGE_ACCOUNTS.get(region)
+    if account is None:
+        raise TrainingError(
+            f"no linear-learner image known for region {region!r}; pass it explicitly with "
+            "--set training.sagemaker.image_uri=<account>.dkr.ecr.<region>.amazonaws.com/"
+            "linear-learner:1 (see the SageMaker docs' Docker registry paths)"
+        )
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{account}.dkr.ecr.{region}.{suffix}/linear-learner:1"
+
+
+def job_name(prefix: str, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S-%f")[:-3]
+    name = f"{prefix}-{stamp}" if prefix else stamp
+    if len(name) > 63 or not JOB_NAME.match(name):
+        raise TrainingError(
+            f"job name {name!r} breaks the API's rule (1-63 letters, digits and hyphens, "
+            f"starting with a letter or digit); shorten or fix training.sagemaker.job_name_prefix"
+        )
+    return name
+
+
+def _channels(sm, layout: RunLayout, meta: dict) -> list[dict]:
+    out = []
+    for channel, info in meta["channels"].items():
+        if Location.parse(info["data_prefix"]).scheme != "s3":
+            raise TrainingError(
+                f"channel {channel} is at {info['data_prefix']}: SageMaker reads S3 only; "
+                "convert with output.path on s3://"
+            )
+        mode = sm.channel_input_modes.get(channel, sm.input_mode)
+        if mode not in ("File", "Pipe", "FastFile"):
+            raise TrainingError(
+                f"channel {channel}: input mode {mode!r} is not File, Pipe or FastFile"
+            )
+        if mode == "FastFile" and sm.data_type == "ManifestFile":
+            raise TrainingError(
+                f"channel {channel}: FastFile input mode does not read a ManifestFile; "
+                "use data_type S3Prefix or input mode File/Pipe"
+            )
+        sharded = channel == "train" and sm.instance_count > 1
+        if sharded and len(info["shards"]) < sm.instance_count:
+            raise TrainingError(
+                f"channel train has {len(info['shards'])} shards for {sm.instance_count} "
+                "instances: ShardedByS3Key would leave instances without data; convert with "
+                f"output.shards >= {sm.instance_count} or use fewer instances"
+            )
+        uri = info["manifest"] if sm.data_type == "ManifestFile" else info["data_prefix"]
+        ch = {
+            "ChannelName": channel,
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": sm.data_type,
+                    "S3Uri": uri,
+                    "S3DataDistributionType": "ShardedByS3Key" if sharded else "FullyReplicated",
+                }
+            },
+            "ContentType": CONTENT_TYPE,
+            "CompressionType": "None",
+            "RecordWrapperType": "None",  # the shards are RecordIO already
+            "InputMode": mode,
+        }
+        if sm.shuffle_seed is not None and channel == "train":
+            ch["ShuffleConfig"] = {"Seed": sm.shuffle_seed}
+        out.append(ch)
+    return out
+
+
+def build_request(config, run_uri: str, meta: dict, name: str) -> dict:
+    """The CreateTrainingJob request, complete and checked; makes no call."""
+    sm = config.training.sagemaker
+    layout = RunLayout.at(run_uri)
+    hp = for_run(config.training, meta)
+    if not sm.role_arn or not ROLE_ARN.match(sm.role_arn):
+        raise TrainingError(
+            f"training.sagemaker.role_arn {sm.role_arn!r} is not an IAM role ARN "
+            "(arn:aws:iam::<12-digit account>:role/<name>)"
+        )
+    region = sm.region or config.s3.region
+    output = sm.output_path or layout.root.join("training", "sagemaker").uri
+    if not output.startswith("s3://"):
+        raise TrainingError(f"training.sagemaker.output_path {output!r} must be an s3:// URI")
+    if sm.instance_count < 1:
+        raise TrainingError("training.sagemaker.instance_count must be at least 1")
+    request = {
+        "TrainingJobName": name,
+        "RoleArn": sm.role_arn,
+        "AlgorithmSpecification": {
+            "TrainingImage": image_uri(region, sm.image_uri),
+            "TrainingInputMode": sm.input_mode,
+        },
+        "HyperParameters": to_wire(hp),
+        "InputDataConfig": _channels(sm, layout, meta),
+        "OutputDataConfig": {"S3OutputPath": output},
+        "ResourceConfig": {
+            "InstanceType": sm.instance_type,
+            "InstanceCount": sm.instance_count,
+            "VolumeSizeInGB": sm.volume_size_gb,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": sm.max_runtime_seconds},
+        "EnableNetworkIsolation": sm.network_isolation,
+        "EnableInterContainerTrafficEncryption": sm.inter_container_encryption,
+    }
+    if sm.output_kms_key_id:
+        request["OutputDataConfig"]["KmsKeyId"] = sm.output_kms_key_id
+    if sm.volume_kms_key_id:
+        request["ResourceConfig"]["VolumeKmsKeyId"] = sm.volume_kms_key_id
+    if sm.subnets or sm.security_group_ids:
+        if not (sm.subnets and sm.security_group_ids):
+            raise TrainingError("a VPC config needs both subnets and security_group_ids")
+        request["VpcConfig"] = {"Subnets": sm.subnets, "SecurityGroupIds": sm.security_group_ids}
+    if sm.spot:
+        wait = sm.max_wait_seconds or sm.max_runtime_seconds
+        if wait < sm.max_runtime_seconds:
+            raise TrainingError("max_wait_seconds must be >= max_runtime_seconds for spot training")
+        request["EnableManagedSpotTraining"] = True
+        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = wait
+        if sm.checkpoint_s3_uri:
+            request["CheckpointConfig"] = {"S3Uri": sm.checkpoint_s3_uri}
+    elif sm.max_wait_seconds:
+        raise TrainingError("max_wait_seconds applies to spot training only (set spot: true)")
+    if sm.max_retry_attempts is not None:
+        request["RetryStrategy"] = {"MaximumRetryAttempts": sm.max_retry_attempts}
+    if sm.tags:
+        if len(sm.tags) > 50:
+            raise TrainingError(f"{len(sm.tags)} tags; the API takes at most 50")
+        request["Tags"] = [{"Key": k, "Value": str(v)} for k, v in sm.tags.items()]
+    return request
+
+
+def clients(config):
+    """SageMaker and CloudWatch Logs clients; missing credentials fail here, before any call."""
+    import boto3
+    from botocore.config import Config
+
+    sm = config.training.sagemaker
+    session = boto3.session.Session(region_name=sm.region or config.s3.region)
+    if session.get_credentials() is None:
+        raise TrainingError(
+            "no AWS credentials found (environment, profile or instance role); "
+            "SageMaker training needs them"
+        )
+    retry = Config(retries={"mode": config.s3.retry_mode, "max_attempts": config.s3.max_attempts})
+    return (
+        session.client("sagemaker", endpoint_url=sm.endpoint_url, config=retry),
+        session.client("logs", endpoint_url=sm.logs_endpoint_url or sm.endpoint_url, config=retry),
+    )
+
+
+class _Logs:
+    """New CloudWatch log lines of a job's streams, page by page (nextForwardToken)."""
+
+    def __init__(self, logs, name: str):
+        self.logs, self.name = logs, name
+        self.tokens: dict[str, str | None] = {}
+
+    def poll(self) -> list[str]:
+        try:
+            streams = self.logs.describe_log_streams(
+                logGroupName=LOG_GROUP, logStreamNamePrefix=f"{self.name}/"
+            ).get("logStreams", [])
+        except self.logs.exceptions.ResourceNotFoundException:
+            return []  # the group appears once the first instance starts logging
+        lines = []
+        for stream in streams:
+            sname = stream["logStreamName"]
+            while True:
+                kwargs = {"logGroupName": LOG_GROUP, "logStreamName": sname, "startFromHead": True}
+                if self.tokens.get(sname):
+                    kwargs["nextToken"] = self.tokens[sname]
+                page = self.logs.get_log_events(**kwargs)
+                events = page.get("events", [])
+                lines += [f"[{sname.split('/', 1)[-1]}] {e['message']}" for e in events]
+                token = page.get("nextForwardToken")
+                same = token == self.tokens.get(sname)
+                self.tokens[sname] = token
+                if not events or same:
+                    break
+        return lines
+
+
+def follow(sm_client, logs_client, name: str, poll_seconds: float, progress, sleep=time.sleep):
+    """Poll until the job ends, reporting status changes and log lines; returns Describe."""
+    start = time.monotonic()
+    seen_status = None
+    seen_transitions = 0
+    logs = _Logs(logs_client, name)
+    while True:
+        desc = sm_client.describe_training_job(TrainingJobName=name)
+        elapsed = time.monotonic() - start
+        status = (desc["TrainingJobStatus"], desc.get("SecondaryStatus"))
+        if status != seen_status:
+            progress(f"[{elapsed:6.0f}s] {status[0]} / {status[1]}")
+            seen_status = status
+        transitions = desc.get("SecondaryStatusTransitions", [])
+        for t in transitions[seen_transitions:]:
+            progress(f"[{elapsed:6.0f}s]   {t['Status']}: {t.get('StatusMessage', '')}")
+        seen_transitions = len(transitions)
+        for line in logs.poll():
+            progress(line)
+        if desc["TrainingJobStatus"] in TERMINAL:
+            return desc
+        sleep(poll_seconds)
+
+
+def result_of(desc: dict) -> dict:
+    return {
+        "backend": "sagemaker",
+        "job_name": desc["TrainingJobName"],
+        "job_arn": desc.get("TrainingJobArn"),
+        "status": desc["TrainingJobStatus"],
+        "secondary_status": desc.get("SecondaryStatus"),
+        "failure_reason": desc.get("FailureReason"),
+        "metrics": {m["MetricName"]: m["Value"] for m in desc.get("FinalMetricDataList", [])},
+        "model_artifact": desc.get("ModelArtifacts", {}).get("S3ModelArtifacts"),
+        "billable_seconds": desc.get("BillableTimeInSeconds"),
+    }
+
+
+def train_sagemaker(
+    config, run_uri: str, store: Store, meta: dict, wait=True, detach=False, progress=print,
+    sm_client=None, logs_client=None, sleep=time.sleep,
+) -> dict:  # fmt: skip
+    """Start the job (after every local check), follow it, write the result JSON by the run."""
+    sm = config.training.sagemaker
+    name = job_name(sm.job_name_prefix)
+    request = build_request(config, run_uri, meta, name)
+    if sm_client is None:
+        sm_client, logs_client = clients(config)
+    resp = sm_client.create_training_job(**request)
+    arn = resp.get("TrainingJobArn")
+    progress(f"started training job {name} ({arn})")
+    layout = RunLayout.at(run_uri)
+    if not wait:
+        result = {"backend": "sagemaker", "job_name": name, "job_arn": arn, "status": "InProgress"}
+        store.put_json(layout.result(f"{name}.json"), result)
+        return result
+    try:
+        desc = follow(sm_client, logs_client, name, sm.poll_seconds, progress, sleep)
+    except KeyboardInterrupt:
+        if detach:
+            progress(f"detached; {name} keeps running")
+            raise
+        progress(f"stopping {name} (Ctrl-C; pass --detach to leave it running)")
+        sm_client.stop_training_job(TrainingJobName=name)
+        raise
+    result = result_of(desc)
+    store.put_json(layout.result(f"{name}.json"), result)
+    if result["status"] != "Completed":
+        raise TrainingError(
+            f"training job {name} {result['status']}: "
+            f"{result['failure_reason'] or 'no reason given'}"
+        )
+    return result

@@ -1,0 +1,375 @@
+"""SageMaker training: the request against the moto server; what moto cannot produce
+(InProgress, transitions, Failed, log pages) through botocore's Stubber; local checks call
+nothing."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timezone
+
+import boto3
+import numpy as np
+import pytest
+from botocore.stub import ANY, Stubber
+from helpers import config, write_columns
+
+from jobs.errors import TrainingError
+from jobs.runinfo import load_run
+from jobs.spark_job import convert
+from jobs.storage import Store
+from jobs.training import hyperparameters as hpmod
+from jobs.training.sagemaker import build_request, follow, image_uri, job_name, train_sagemaker
+
+pytestmark = pytest.mark.aws
+
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+
+
+@pytest.fixture(scope="module")
+def s3_run(spark, moto_server, tmp_path_factory):
+    """A committed run on the moto S3: train (4 shards) and validation."""
+    from jobs.storage import s3_client
+
+    root = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(0)
+    x = rng.random((400, 6), dtype=np.float32)
+    y = rng.integers(0, 2, 400)
+    src = write_columns(root / "in", x, y, files=4)
+    bucket = "training-runs"
+    s = config(**{"s3.endpoint_url": moto_server, "s3.region": "us-east-1"}).s3
+    s3_client(s).create_bucket(Bucket=bucket)
+    uri = f"s3://{bucket}/run"
+    convert(
+        config(
+            **{
+                "input.path": src,
+                "input.split": "{train: 0.8, validation: 0.2}",
+                "output.path": uri,
+                "s3.endpoint_url": moto_server,
+                "s3.region": "us-east-1",
+            }
+        ),
+        spark,
+    )
+    _, meta = load_run(uri, Store(s), verify=True)
+    return uri, meta
+
+
+def _cfg(moto_server, uri, **extra):
+    base = {
+        "output.path": uri,
+        "s3.endpoint_url": moto_server,
+        "s3.region": "us-east-1",
+        "training.backend": "sagemaker",
+        "training.sagemaker.region": "us-east-1",
+        "training.sagemaker.role_arn": ROLE,
+        "training.sagemaker.endpoint_url": moto_server,
+        "training.sagemaker.poll_seconds": 0,
+        "training.hyperparameters": "{epochs: 3, mini_batch_size: 50, use_bias: true}",
+    }
+    return config(**(base | extra))
+
+
+def test_request_is_accepted_and_carries_every_field(moto_server, s3_run):
+    uri, meta = s3_run
+    cfg = _cfg(
+        moto_server,
+        uri,
+        **{
+            "training.sagemaker.instance_count": 2,
+            "training.sagemaker.shuffle_seed": 7,
+            "training.sagemaker.channel_input_modes": "{validation: Pipe}",
+            "training.sagemaker.tags": "{team: ml, run: digits}",
+            "training.sagemaker.output_kms_key_id": "alias/out",
+            "training.sagemaker.volume_kms_key_id": "alias/vol",
+            "training.sagemaker.subnets": "[subnet-1]",
+            "training.sagemaker.security_group_ids": "[sg-1]",
+            "training.sagemaker.network_isolation": "true",
+            "training.sagemaker.inter_container_encryption": "true",
+            "training.sagemaker.spot": "true",
+            "training.sagemaker.max_wait_seconds": 7200,
+            "training.sagemaker.max_runtime_seconds": 3600,
+            "training.sagemaker.checkpoint_s3_uri": "s3://training-runs/ckpt",
+            "training.sagemaker.max_retry_attempts": 2,
+        },
+    )
+    lines = []
+    result = train_sagemaker(cfg, uri, Store(cfg.s3), meta, progress=lines.append)
+    sm = boto3.client("sagemaker", endpoint_url=moto_server, region_name="us-east-1")
+    desc = sm.describe_training_job(TrainingJobName=result["job_name"])
+    assert desc["AlgorithmSpecification"]["TrainingImage"] == (
+        "382416733822.dkr.ecr.us-east-1.amazonaws.com/linear-learner:1"
+    )
+    assert desc["HyperParameters"] == {
+        "epochs": "3",
+        "mini_batch_size": "50",
+        "use_bias": "true",
+        "predictor_type": "binary_classifier",
+        "feature_dim": "6",
+    }
+    channels = {c["ChannelName"]: c for c in desc["InputDataConfig"]}
+    train = channels["train"]["DataSource"]["S3DataSource"]
+    assert train == {
+        "S3DataType": "ManifestFile",
+        "S3Uri": f"{uri}/manifests/train.manifest",
+        "S3DataDistributionType": "ShardedByS3Key",
+    }
+    assert channels["train"]["ShuffleConfig"] == {"Seed": 7}
+    assert channels["validation"]["InputMode"] == "Pipe"
+    assert channels["validation"]["DataSource"]["S3DataSource"]["S3DataDistributionType"] == (
+        "FullyReplicated"
+    )
+    assert channels["train"]["ContentType"] == "application/x-recordio-protobuf"
+    assert desc["ResourceConfig"]["InstanceCount"] == 2
+    assert desc["ResourceConfig"]["VolumeKmsKeyId"] == "alias/vol"
+    assert desc["OutputDataConfig"] == {
+        "S3OutputPath": f"{uri}/training/sagemaker",
+        "KmsKeyId": "alias/out",
+    }
+    assert desc["VpcConfig"] == {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}
+    assert desc["EnableNetworkIsolation"] and desc["EnableInterContainerTrafficEncryption"]
+    assert desc["EnableManagedSpotTraining"]
+    assert desc["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert desc["CheckpointConfig"]["S3Uri"] == "s3://training-runs/ckpt"
+    assert desc["RetryStrategy"] == {"MaximumRetryAttempts": 2}
+    assert result["status"] == "Completed"
+    assert result["model_artifact"] == desc["ModelArtifacts"]["S3ModelArtifacts"]
+    saved = Store(cfg.s3).get_json(
+        load_run(uri, Store(cfg.s3))[0].result(f"{result['job_name']}.json")
+    )
+    assert saved["job_arn"] == desc["TrainingJobArn"] and saved["status"] == "Completed"
+    assert any("Completed" in line for line in lines)
+
+
+def _stubbed(moto_server):
+    sm = boto3.client("sagemaker", region_name="us-east-1", endpoint_url=moto_server)
+    logs = boto3.client("logs", region_name="us-east-1", endpoint_url=moto_server)
+    return sm, logs
+
+
+def _describe(status, secondary, transitions=(), **extra):
+    return {
+        "TrainingJobName": "job-1",
+        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/job-1",
+        "TrainingJobStatus": status,
+        "SecondaryStatus": secondary,
+        "SecondaryStatusTransitions": [
+            {
+                "Status": s,
+                "StartTime": datetime(2026, 1, 1, tzinfo=timezone.utc),
+                "StatusMessage": m,
+            }
+            for s, m in transitions
+        ],
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "ModelArtifacts": {"S3ModelArtifacts": "s3://b/model.tar.gz"},
+        "ResourceConfig": {"InstanceCount": 1, "VolumeSizeInGB": 30},
+        "StoppingCondition": {},
+        "CreationTime": datetime(2026, 1, 1, tzinfo=timezone.utc),
+        **extra,
+    }
+
+
+def test_follow_reports_transitions_log_pages_and_a_failure(moto_server):
+    sm, logs = _stubbed(moto_server)
+    stream = "job-1/algo-1-1700000000"
+    with Stubber(sm) as s_sm, Stubber(logs) as s_logs:
+        s_sm.add_response(
+            "describe_training_job",
+            _describe("InProgress", "Starting", [("Starting", "Launching")]),
+        )
+        s_logs.add_client_error("describe_log_streams", "ResourceNotFoundException")
+        s_sm.add_response(
+            "describe_training_job",
+            _describe(
+                "InProgress",
+                "Training",
+                [("Starting", "Launching"), ("Training", "Training in progress")],
+            ),
+        )
+        s_logs.add_response("describe_log_streams", {"logStreams": [{"logStreamName": stream}]})
+        s_logs.add_response(
+            "get_log_events",
+            {"events": [{"timestamp": 1, "message": "epoch 1"}], "nextForwardToken": "f/1"},
+            {"logGroupName": ANY, "logStreamName": stream, "startFromHead": True},
+        )
+        s_logs.add_response(
+            "get_log_events",
+            {"events": [{"timestamp": 2, "message": "epoch 2"}], "nextForwardToken": "f/2"},
+            {
+                "logGroupName": ANY,
+                "logStreamName": stream,
+                "startFromHead": True,
+                "nextToken": "f/1",
+            },
+        )
+        s_logs.add_response(
+            "get_log_events",
+            {"events": [], "nextForwardToken": "f/2"},
+            {
+                "logGroupName": ANY,
+                "logStreamName": stream,
+                "startFromHead": True,
+                "nextToken": "f/2",
+            },
+        )
+        s_sm.add_response(
+            "describe_training_job",
+            _describe("Failed", "Failed", [("Starting", ""), ("Training", ""), ("Failed", "")],
+                      FailureReason="ClientError: No S3 objects found under S3 URL"),
+        )  # fmt: skip
+        s_logs.add_response("describe_log_streams", {"logStreams": [{"logStreamName": stream}]})
+        s_logs.add_response(
+            "get_log_events",
+            {"events": [], "nextForwardToken": "f/2"},
+            {
+                "logGroupName": ANY,
+                "logStreamName": stream,
+                "startFromHead": True,
+                "nextToken": "f/2",
+            },
+        )
+        lines = []
+        desc = follow(sm, logs, "job-1", 0, lines.append, sleep=lambda s: None)
+        s_sm.assert_no_pending_responses()
+        s_logs.assert_no_pending_responses()
+    assert desc["FailureReason"].startswith("ClientError")
+    text = "\n".join(lines)
+    assert "InProgress / Starting" in text and "InProgress / Training" in text
+    assert "Training: Training in progress" in text
+    assert "[algo-1-1700000000] epoch 1" in text and "[algo-1-1700000000] epoch 2" in text
+    assert text.index("epoch 1") < text.index("epoch 2") < text.index("Failed / Failed")
+
+
+def test_a_failed_job_raises_with_its_reason_and_ctrl_c_stops_it(moto_server, s3_run):
+    uri, meta = s3_run
+    cfg = _cfg(moto_server, uri)
+    sm, logs = _stubbed(moto_server)
+    with Stubber(sm) as s_sm, Stubber(logs) as s_logs:
+        s_sm.add_response("create_training_job", {"TrainingJobArn": "arn:x"})
+        s_sm.add_response(
+            "describe_training_job",
+            _describe("Failed", "Failed", FailureReason="AlgorithmError: bad"),
+        )
+        s_logs.add_response("describe_log_streams", {"logStreams": []})
+        with pytest.raises(TrainingError, match="Failed: AlgorithmError: bad"):
+            train_sagemaker(
+                cfg,
+                uri,
+                Store(cfg.s3),
+                meta,
+                progress=lambda s: None,
+                sm_client=sm,
+                logs_client=logs,
+            )
+        s_sm.assert_no_pending_responses()
+
+        def interrupt(_):
+            raise KeyboardInterrupt
+
+        s_sm.add_response("create_training_job", {"TrainingJobArn": "arn:x"})
+        s_sm.add_response("describe_training_job", _describe("InProgress", "Training"))
+        s_logs.add_response("describe_log_streams", {"logStreams": []})
+        s_sm.add_response("stop_training_job", {}, {"TrainingJobName": ANY})
+        with pytest.raises(KeyboardInterrupt):
+            train_sagemaker(
+                cfg,
+                uri,
+                Store(cfg.s3),
+                meta,
+                progress=lambda s: None,
+                sm_client=sm,
+                logs_client=logs,
+                sleep=interrupt,
+            )
+        s_sm.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            {"training.hyperparameters": "{epoch: 3}"},
+            "unknown linear-learner hyperparameter 'epoch'; did you mean 'epochs'?",
+        ),
+        (
+            {"training.hyperparameters": "{feature_dim: 7}"},
+            "feature_dim = 7, but the run's shards hold 6",
+        ),
+        (
+            {"training.hyperparameters": "{mini_batch_size: 0}"},
+            "mini_batch_size = 0: expected an integer > 0",
+        ),
+        (
+            {"training.sagemaker.role_arn": "SageMakerRole"},
+            "'SageMakerRole' is not an IAM role ARN",
+        ),
+        (
+            {"training.sagemaker.region": "mars-north-1"},
+            "no linear-learner image known for region 'mars-north-1'; "
+            "pass it explicitly with --set training.sagemaker.image_uri=",
+        ),
+        (
+            {"training.sagemaker.input_mode": "FastFile"},
+            "FastFile input mode does not read a ManifestFile",
+        ),
+        ({"training.sagemaker.instance_count": 9}, "channel train has 4 shards for 9 instances"),
+        ({"training.sagemaker.job_name_prefix": "bad_name"}, "breaks the API's rule"),
+        (
+            {
+                "training.predictor_type": "regressor",
+                "training.hyperparameters": "{predictor_type: binary_classifier}",
+            },
+            "disagrees with training.predictor_type",
+        ),
+        ({"training.sagemaker.subnets": "[subnet-1]"}, "needs both subnets and security_group_ids"),
+    ],
+)
+def test_local_checks_fail_before_any_call(moto_server, s3_run, settings, message):
+    uri, meta = s3_run
+    cfg = _cfg(moto_server, uri, **settings)
+    sm, logs = _stubbed(moto_server)
+    with Stubber(sm), Stubber(logs):  # nothing queued: any call would raise a stub error
+        with pytest.raises(TrainingError) as info:
+            train_sagemaker(cfg, uri, Store(cfg.s3), meta, sm_client=sm, logs_client=logs)
+    assert message in str(info.value)
+
+
+def test_a_local_run_cannot_train_on_sagemaker(moto_server, s3_run):
+    _, meta = s3_run
+    local = copy.deepcopy(meta)
+    for info in local["channels"].values():
+        info["data_prefix"] = "/tmp/run/data/train/"
+    cfg = _cfg(moto_server, "s3://training-runs/run")
+    with pytest.raises(TrainingError, match="SageMaker reads S3 only"):
+        build_request(cfg, "s3://training-runs/run", local, "job")
+
+
+def test_missing_credentials_fail_before_any_call(moto_server, s3_run, monkeypatch, tmp_path):
+    uri, meta = s3_run
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    cfg = _cfg(moto_server, uri)
+    with pytest.raises(TrainingError, match="no AWS credentials found"):
+        train_sagemaker(cfg, uri, Store(cfg.s3), meta)
+
+
+def test_names_images_and_hyperparameter_wire_format():
+    assert job_name("ll", datetime(2026, 11, 24, 1, 2, 3, 456000, tzinfo=timezone.utc)) == (
+        "ll-20261124-010203-456"
+    )
+    with pytest.raises(TrainingError):
+        job_name("x" * 60)
+    assert image_uri("eu-west-1") == "438346466558.dkr.ecr.eu-west-1.amazonaws.com/linear-learner:1"
+    assert image_uri("xx-1", "my/image:1") == "my/image:1"
+    assert hpmod.to_wire({"use_bias": True, "wd": 0.5, "epochs": 3}) == {
+        "use_bias": "true",
+        "wd": "0.5",
+        "epochs": "3",
+    }
+    assert json.dumps(
+        hpmod.validate({"learning_rate": "auto", "positive_example_weight_mult": "balanced"})
+    )
