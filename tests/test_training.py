@@ -95,9 +95,19 @@ def test_request_is_accepted_and_carries_every_field(moto_server, s3_run):
         },
     )
     lines = []
-    result = train_sagemaker(cfg, uri, Store(cfg.s3), meta, progress=lines.append)
-    sm = boto3.client("sagemaker", endpoint_url=moto_server, region_name="us-east-1")
-    desc = sm.describe_training_job(TrainingJobName=result["job_name"])
+    sm, logs = _stubbed(moto_server)
+    sent = {}
+    sm.meta.events.register(
+        "before-parameter-build.sagemaker.CreateTrainingJob",
+        lambda params, **kw: sent.update(params),
+    )
+    result = train_sagemaker(
+        cfg, uri, Store(cfg.s3), meta, progress=lines.append, sm_client=sm, logs_client=logs
+    )
+    accepted = sm.describe_training_job(TrainingJobName=result["job_name"])
+    assert accepted["TrainingJobArn"] == result["job_arn"]
+    assert accepted["HyperParameters"] == sent["HyperParameters"]
+    desc = sent  # what botocore validated and sent; moto echoes only part of it back
     assert desc["AlgorithmSpecification"]["TrainingImage"] == (
         "382416733822.dkr.ecr.us-east-1.amazonaws.com/linear-learner:1"
     )
@@ -122,6 +132,7 @@ def test_request_is_accepted_and_carries_every_field(moto_server, s3_run):
     )
     assert channels["train"]["ContentType"] == "application/x-recordio-protobuf"
     assert desc["ResourceConfig"]["InstanceCount"] == 2
+    assert desc["Tags"] == [{"Key": "team", "Value": "ml"}, {"Key": "run", "Value": "digits"}]
     assert desc["ResourceConfig"]["VolumeKmsKeyId"] == "alias/vol"
     assert desc["OutputDataConfig"] == {
         "S3OutputPath": f"{uri}/training/sagemaker",
@@ -134,11 +145,11 @@ def test_request_is_accepted_and_carries_every_field(moto_server, s3_run):
     assert desc["CheckpointConfig"]["S3Uri"] == "s3://training-runs/ckpt"
     assert desc["RetryStrategy"] == {"MaximumRetryAttempts": 2}
     assert result["status"] == "Completed"
-    assert result["model_artifact"] == desc["ModelArtifacts"]["S3ModelArtifacts"]
+    assert result["model_artifact"] == accepted["ModelArtifacts"]["S3ModelArtifacts"]
     saved = Store(cfg.s3).get_json(
         load_run(uri, Store(cfg.s3))[0].result(f"{result['job_name']}.json")
     )
-    assert saved["job_arn"] == desc["TrainingJobArn"] and saved["status"] == "Completed"
+    assert saved["job_arn"] == accepted["TrainingJobArn"] and saved["status"] == "Completed"
     assert any("Completed" in line for line in lines)
 
 
