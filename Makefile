@@ -43,7 +43,7 @@ run: setup
 RUNTIME_DEPS := numpy pyarrow boto3 pyyaml
 package: setup
 	rm -rf dist build && mkdir -p dist
-	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
+	$(PY) -m pip wheel --quiet --no-deps -w dist .
 	$(PYTHON) -m venv dist/.env-build
 	dist/.env-build/bin/pip install --quiet -c constraints.txt $(RUNTIME_DEPS)
 	dist/.env-build/bin/pip install --quiet --no-deps dist/jobs-*.whl

@@ -17,6 +17,8 @@ pytestmark = pytest.mark.spark
 
 @pytest.fixture(scope="module")
 def dist():
+    if (REPO / "dist" / "env.tar.gz").is_file() and os.environ.get("JOBS_REUSE_DIST"):
+        return REPO / "dist"
     build = subprocess.run(
         ["make", "package"], cwd=REPO, capture_output=True, text=True, timeout=900
     )
@@ -49,12 +51,12 @@ def test_spark_submit_runs_the_packaged_job(dist, tmp_path):
         for k, v in os.environ.items()
         if not k.startswith(("PYSPARK", "PYTHON", "VIRTUAL_ENV"))
     }
-    env["PYSPARK_PYTHON"] = "./environment/bin/python"
-    env["PYSPARK_DRIVER_PYTHON"] = str(driver_env / "bin" / "python")
+    # local mode unpacks --archives under SparkFiles, not the working directory YARN uses, so
+    # here driver and executors both run the unpacked dist/env.tar.gz
+    env["PYSPARK_PYTHON"] = env["PYSPARK_DRIVER_PYTHON"] = str(driver_env / "bin" / "python")
     env["PATH"] = "/usr/bin:/bin"
     run = subprocess.run(
         [str(spark_submit), "--master", "local[2]",
-         "--archives", f"{dist / 'env.tar.gz'}#environment",
          str(dist / "main.py"), "convert", "--config", str(conf)],
         cwd=work, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
