@@ -384,3 +384,35 @@ def test_names_images_and_hyperparameter_wire_format():
     assert json.dumps(
         hpmod.validate({"learning_rate": "auto", "positive_example_weight_mult": "balanced"})
     )
+
+
+def test_no_wait_starts_the_job_and_returns(moto_server, s3_run):
+    uri, meta = s3_run
+    cfg = _cfg(moto_server, uri)
+    sm, logs = _stubbed(moto_server)
+    with Stubber(sm) as stub:  # exactly one call: CreateTrainingJob, never Describe
+        stub.add_response("create_training_job", {"TrainingJobArn": "arn:aws:sagemaker:x:job/j"})
+        result = train_sagemaker(
+            cfg, uri, Store(cfg.s3), meta, wait=False, progress=lambda s: None,
+            sm_client=sm, logs_client=logs,
+        )  # fmt: skip
+        stub.assert_no_pending_responses()
+    assert result["status"] == "InProgress" and result["job_arn"] == "arn:aws:sagemaker:x:job/j"
+
+
+def test_shards_that_do_not_match_the_run_are_refused(moto_server, s3_run):
+    from jobs.errors import StorageError
+
+    uri, meta = s3_run
+    cfg = _cfg(moto_server, uri)
+    store = Store(cfg.s3)
+    layout, _ = load_run(uri, store)
+    shard = layout.shard("train", meta["channels"]["train"]["shards"][0]["key"])
+    original = store.get(shard)
+    store.put(shard, original[:-8])  # one record short
+    try:
+        with pytest.raises(StorageError, match="has .* bytes, the run metadata says"):
+            load_run(uri, store, verify=True)
+    finally:
+        store.put(shard, original)
+    load_run(uri, store, verify=True)
