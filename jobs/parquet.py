@@ -43,15 +43,20 @@ class Piece:
     row_groups: tuple[int, ...] | None = None
 
 
-def _dataset(uris: list[str], s3: S3Settings) -> tuple[pafs.FileSystem, ds.Dataset]:
+def check_exists(uris: list[str], s3: S3Settings) -> list[tuple[pafs.FileSystem, str]]:
+    """Each input's filesystem and path; a missing input is an error naming it."""
     fss = [filesystem(u, s3) for u in uris]
-    fs = fss[0][0]
-    for uri, (other, path) in zip(uris, fss):
-        if type(other) is not type(fs):
+    for uri, (fs, path) in zip(uris, fss):
+        if type(fs) is not type(fss[0][0]):
             raise InputError(f"inputs mix local and S3 paths ({uris[0]!r}, {uri!r})")
-        info = other.get_file_info(path)
-        if info.type == pafs.FileType.NotFound:
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
             raise InputError(f"input path {uri} does not exist")
+    return fss
+
+
+def _dataset(uris: list[str], s3: S3Settings) -> tuple[pafs.FileSystem, ds.Dataset]:
+    fss = check_exists(uris, s3)
+    fs = fss[0][0]
     paths = [p for _, p in fss]
     try:
         dataset = ds.dataset(paths if len(paths) > 1 else paths[0], filesystem=fs, format="parquet")

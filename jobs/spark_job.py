@@ -230,19 +230,13 @@ class Conversion:
         else:
             frames = {}
             for channel, uris in cfg.channels().items():
-                self._check_inputs_exist(uris)
+                parquet.check_exists(uris, cfg.s3)
                 frames[None if cfg.input.split else channel] = self.spark.read.parquet(*uris)
                 if cfg.input.split:
                     break
         if cfg.input.filter:
             frames = {c: df.where(cfg.input.filter) for c, df in frames.items()}
         return frames
-
-    def _check_inputs_exist(self, uris):
-        for uri in uris:
-            fs, path = parquet.filesystem(uri, self.config.s3)
-            if fs.get_file_info(path).type.name == "NotFound":
-                raise InputError(f"input path {uri} does not exist")
 
     # -- running -------------------------------------------------------------------------
     def run(self) -> dict:
@@ -269,7 +263,9 @@ class Conversion:
             label_cols = referenced_columns(cfg.select.label or "", [c.name for c in columns])
             form, names = resolve_features(cfg, columns, label_cols)
             frames = {c: self._select(df, form, names) for c, df in frames.items()}
-            sample = self._spark_sample(next(iter(frames.values())), form, names)
+            # numeric columns give d without data: sample only when auto needs the density
+            needed = form != "columns" or cfg.output.encoding == "auto"
+            sample = self._spark_sample(next(iter(frames.values()))) if needed else None
         log.info("read path: %s (%s)", self.plan.path, self.plan.reason)
         d, encoding, density = self._decide(form, names, sample)
         selector = self._selector(form, names, d)
@@ -343,9 +339,8 @@ class Conversion:
                     return batch
         return None
 
-    def _spark_sample(self, df, form, names) -> pa.RecordBatch | None:
-        if form == "columns":
-            return None  # d is the column count; density is measured below from Spark
+    def _spark_sample(self, df) -> pa.RecordBatch | None:
+        """Up to SAMPLE_ROWS rows of the selected FEATURES column, fetched through Arrow."""
         rows = df.select(FEATURES).limit(SAMPLE_ROWS)
 
         def grab(batches):
@@ -390,35 +385,23 @@ class Conversion:
         return d, encoding, density
 
     def _density(self, form, names, sample, d) -> float:
-        if sample is None and form == "columns" and self.plan.path == "spark":
-            df = next(iter(self._spark_frames().values()))
-            sample = self._spark_sample(self._select(df, "columns", names), "array", names)
         if sample is None or sample.num_rows == 0:
             return 1.0
-        sel = Selector(
-            names if form == "columns" else None,
-            d,
-            False,
-            "zero",
-            "regressor",
-            assembled=FEATURES in sample.schema.names and form == "columns",
-        )
-        rows = sel.rows(
-            sample.drop_columns([LABEL]) if LABEL in sample.schema.names else sample, "the sample"
-        )
+        # the run's own selector, minus the checks a density estimate does not need
+        sel = self._selector(form, names, d, labelled=False, invalid="zero")
+        rows = sel.rows(sample.select([c for c in sample.schema.names if c != LABEL]), "the sample")
         return rows.nnz() / max(len(rows) * d, 1)
 
-    def _selector(self, form, names, d) -> Selector:
+    def _selector(self, form, names, d, **overrides) -> Selector:
         t = self.config.training
-        return Selector(
-            names if form == "columns" else None,
-            d,
-            labelled=bool(self.config.select.label),
-            invalid=self.config.select.invalid,
-            predictor_type=t.predictor_type,
-            num_classes=t.num_classes,
-            assembled=self.plan.path == "spark",
-        )
+        settings = {
+            "labelled": bool(self.config.select.label),
+            "invalid": self.config.select.invalid,
+            "predictor_type": t.predictor_type,
+            "num_classes": t.num_classes,
+            "assembled": self.plan.path == "spark",
+        }
+        return Selector(names if form == "columns" else None, d, **(settings | overrides))
 
     def _run_direct(self, plan: TaskPlan, tasks, projection) -> list[dict]:
         sc = self.spark.sparkContext
