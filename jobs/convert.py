@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import codec
-from .errors import InputError
+from .errors import CodecError, InputError, StorageError
 from .runinfo import RunLayout, shard_name
 from .select import Rows, Selector, to_csr, to_dense
 from .storage import S3Settings, ShardWriter
@@ -171,11 +171,16 @@ def write_partition(
             peak = max(peak, _rss_mb())
         for sink in sinks.values():
             sink.close()
-    except InputError as exc:
+    except (InputError, CodecError) as exc:  # the data, not the attempt: a retry cannot help
         for sink in sinks.values():
             sink.abort()
-        yield {"error": str(exc), "partition": partition, "where": where}
+        text = str(exc) if isinstance(exc, InputError) else f"{where}: {exc}"
+        yield {"error": text, "partition": partition, "where": where}
         return
+    except Exception as exc:  # S3, network, disk: Spark retries the attempt
+        for sink in sinks.values():
+            sink.abort()
+        raise StorageError(f"{where}: {type(exc).__name__}: {exc}") from exc
     except BaseException:
         for sink in sinks.values():
             sink.abort()

@@ -73,13 +73,19 @@ class RunLayout:
         log.info("output.mode=overwrite: removed %d objects of the previous run", removed)
 
     def discard(self, store: Store) -> None:
-        """Remove the shards of a run that failed before its commit."""
+        """Remove the shards of a run that failed before its commit, finished or not."""
+        store.abort_pending(self.root.join("data"))
         removed = store.delete(self.root.join("data"))
         if removed:
             log.info("removed %d uncommitted shards under %s", removed, self.root.join("data").uri)
 
     def commit(self, store: Store, metadata: dict) -> None:
-        """Manifests first, metadata last: a reader that sees run.json sees a whole run."""
+        """Manifests first, metadata last: a reader that sees run.json sees a whole run.
+
+        Spark has finished every task by now, but attempts it killed (speculative losers, lost
+        executors) may have left unfinished uploads or temp files: those go first, then any
+        shard no successful attempt reported."""
+        store.abort_pending(self.root.join("data"))
         for channel, info in metadata["channels"].items():
             keys = [s["key"] for s in info["shards"]]
             written = {loc.key for loc, _ in store.list(self.data(channel))}

@@ -21,17 +21,18 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from . import __version__, parquet
+from . import __version__, codec, parquet
 from .config import JobConfig
 from .convert import TaskPlan, write_partition
-from .errors import ConfigError, InputError, JobError
+from .errors import CodecError, ConfigError, InputError, JobError
 from .runinfo import FORMAT, RunLayout
 from .select import FEATURES, LABEL, Selector, Untranslatable, arrow_expression, referenced_columns
-from .storage import Store
+from .storage import Store, require_credentials
 
 log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 10_000
+KILLED_ATTEMPT_GRACE_S = 3.0  # spark.python.task.killTimeout (2 s) and a margin
 SPARSE_IF_SMALLER = 0.5  # auto picks sparse when it is estimated at most half the dense bytes
 
 
@@ -242,6 +243,8 @@ class Conversion:
     def run(self) -> dict:
         cfg = self.config
         t0 = time.perf_counter()
+        inputs = [] if self.dataframe is not None else sum(cfg.channels().values(), [])
+        require_credentials([cfg.output.path, *inputs], "the conversion reads or writes it")
         if self.plan.path == "direct":
             schema, tasks = self._direct_tasks()
             if tasks is None:
@@ -288,9 +291,17 @@ class Conversion:
             metadata = self._metadata(infos, d, encoding, density, form, names)
             metadata["seconds"] = round(time.perf_counter() - t0, 3)
             self.layout.commit(self.store, metadata)
-        except BaseException:
+        except BaseException as exc:
             self.layout.discard(self.store)
+            if isinstance(exc, Exception) and not isinstance(exc, JobError):
+                # the Spark job failed: attempts it cancelled may write until their Python
+                # workers are killed (spark.python.task.killTimeout), so clean up once more
+                time.sleep(KILLED_ATTEMPT_GRACE_S)
+                self.layout.discard(self.store)
             raise
+        if self.spark.conf.get("spark.speculation", "false") == "true":
+            time.sleep(KILLED_ATTEMPT_GRACE_S)  # the same for speculative attempts that lost
+            self.store.abort_pending(self.layout.data(""))
         for channel, info in metadata["channels"].items():
             log.info(
                 "channel %s: %d rows, %d shards, %.1f MB",
@@ -382,6 +393,14 @@ class Conversion:
             )
         else:
             encoding = cfg.output.encoding
+        if encoding == "dense":
+            try:  # every dense record is the same size: too big is known before any task runs
+                codec.DenseLayout.of(d, bool(cfg.select.label))
+            except CodecError:
+                raise InputError(
+                    f"output.encoding dense: records of {d:,} features would exceed RecordIO's "
+                    f"2^29-byte record limit; use output.encoding: sparse"
+                ) from None
         return d, encoding, density
 
     def _density(self, form, names, sample, d) -> float:
@@ -552,12 +571,29 @@ def convert(config: JobConfig, spark=None, dataframe=None) -> dict:
         return Conversion(config, spark, dataframe).run()
     except JobError:
         raise
-    except Exception as exc:  # Py4J/Spark errors: keep the useful first line for the user
+    except Exception as exc:  # Py4J/Spark errors: what failed and why, in one line
         from .errors import StorageError
 
-        text = str(exc)
-        for line in text.splitlines():
-            if "Error:" in line or "Exception:" in line:
-                text = line.strip()
-                break
-        raise StorageError(f"the conversion failed: {text[:2000]}") from exc
+        raise StorageError(f"the conversion failed: {spark_failure(str(exc))}") from exc
+
+
+def spark_failure(text: str) -> str:
+    """One line from a Spark job failure: how often the task failed, and its last Python error
+    (what our task raised) or else the first Java exception line."""
+    import re
+
+    attempts = re.search(r"Task (\d+) in stage \S+ failed (\d+) times", text)
+    lines = [ln.strip() for ln in text.splitlines()]
+    python = [
+        ln
+        for ln in lines
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception): ", ln)
+        and not ln.startswith(("org.apache.", "java.", "py4j.", "scala."))
+    ]
+    java = [ln for ln in lines if "Exception:" in ln or "Error:" in ln]
+    cause = python[-1] if python else java[0] if java else lines[0] if lines else text
+    cause = re.sub(r"^jobs\.errors\.\w+: ", "", cause)
+    if attempts:
+        task, times = attempts.groups()
+        cause = f"task {task} failed {times} times; last error: {cause}"
+    return cause[:2000]

@@ -34,7 +34,7 @@ class S3Settings:
     endpoint_url: str | None = None
     region: str | None = None
     retry_mode: str = "standard"
-    max_attempts: int = 10
+    max_attempts: int = 10  # in total, the first attempt included (as the AWS CLI counts)
     part_size_mb: int = 64
     sse: str | None = None  # AES256 | aws:kms
     kms_key_id: str | None = None
@@ -64,12 +64,27 @@ def s3_client(settings: S3Settings):
     from botocore.config import Config
 
     config = Config(
-        retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},
+        retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
         s3={"addressing_style": "path"} if settings.endpoint_url else {},
     )
     return boto3.session.Session().client(
         "s3", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config
     )
+
+
+def require_credentials(uris: list[str], what: str) -> None:
+    """Fail before any call when an S3 location is involved and no credentials can be found
+    (environment, profile, container or instance role): botocore would only say so mid-run."""
+    s3 = [u for u in uris if urlparse(u).scheme in S3_SCHEMES]
+    if not s3:
+        return
+    import boto3
+
+    if boto3.session.Session().get_credentials() is None:
+        raise StorageError(
+            f"no AWS credentials found for {s3[0]} ({what}): set AWS_PROFILE or "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with an instance or task role"
+        )
 
 
 @dataclass(frozen=True, order=True)
@@ -341,18 +356,35 @@ class Store:
                 )
         return len(objects)
 
-    def pending_uploads(self, prefix: Location) -> list[str]:
-        """Keys of multipart uploads started under ``prefix`` and never completed or aborted."""
+    def pending_uploads(self, prefix: Location) -> list[tuple[str, str]]:
+        """(key, upload id or temp path) of every shard write started under ``prefix`` and never
+        completed or aborted: multipart uploads on S3, ``*.tmp`` files locally."""
         if prefix.scheme == "file":
-            return (
-                [str(p) for p in Path(prefix.key).rglob("*.tmp")]
-                if Path(prefix.key).is_dir()
-                else []
-            )
-        resp = self.client.list_multipart_uploads(
+            root = Path(prefix.key)
+            return [(str(p), str(p)) for p in root.rglob("*.tmp")] if root.is_dir() else []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        pages = paginator.paginate(
             Bucket=prefix.bucket, Prefix=prefix.key, **self.settings.owner_args()
         )
-        return [u["Key"] for u in resp.get("Uploads", [])]
+        return [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+
+    def abort_pending(self, prefix: Location) -> int:
+        """Abort what :meth:`pending_uploads` finds: the leftovers of task attempts that were
+        killed (lost executor, speculative loser, OOM) before their own abort could run."""
+        pending = self.pending_uploads(prefix)
+        for key, upload in pending:
+            if prefix.scheme == "file":
+                Path(upload).unlink(missing_ok=True)
+                continue
+            try:
+                self.client.abort_multipart_upload(
+                    Bucket=prefix.bucket, Key=key, UploadId=upload, **self.settings.owner_args()
+                )
+            except self.client.exceptions.NoSuchUpload:
+                pass  # its own attempt aborted or completed it meanwhile
+        if pending:
+            log.info("aborted %d unfinished shard writes under %s", len(pending), prefix.uri)
+        return len(pending)
 
 
 def manifest(data_prefix: Location, keys: list[str]) -> list:

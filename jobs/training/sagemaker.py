@@ -184,7 +184,8 @@ def clients(config):
             "no AWS credentials found (environment, profile or instance role); "
             "SageMaker training needs them"
         )
-    retry = Config(retries={"mode": config.s3.retry_mode, "max_attempts": config.s3.max_attempts})
+    retries = {"mode": config.s3.retry_mode, "total_max_attempts": config.s3.max_attempts}
+    retry = Config(retries=retries)
     return (
         session.client("sagemaker", endpoint_url=sm.endpoint_url, config=retry),
         session.client("logs", endpoint_url=sm.logs_endpoint_url or sm.endpoint_url, config=retry),

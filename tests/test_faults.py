@@ -1,0 +1,337 @@
+"""Faults during a real conversion: S3 errors, a Python worker killed mid-shard, speculative
+attempts, the driver killed before its commit. Every S3 request goes through the fault proxy
+in front of the moto server; Spark retries and speculates as it would on a cluster.
+
+Each test ends in one of two outcomes and checks it fully: a committed run whose shards are
+byte-identical to a fault-free run's (so every input row is there exactly once), or a clear
+error with nothing under the output; and never a multipart upload left pending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from faultproxy import Fault
+from helpers import config, read_run, sorted_rows, write_columns
+
+from jobs.errors import StorageError
+from jobs.runinfo import load_run
+from jobs.spark_job import convert
+from jobs.storage import Store
+
+pytestmark = [pytest.mark.aws, pytest.mark.spark]
+
+ROWS, FILES, D = 7000, 4, 200  # 4 dense shards of ~5.7 MB: two 5 MB-floor parts each
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    rng = np.random.default_rng(6)
+    x = rng.random((ROWS * FILES, D), dtype=np.float32)
+    y = rng.integers(0, 2, ROWS * FILES)
+    src = write_columns(tmp_path_factory.mktemp("faults") / "in", x, y, files=FILES)
+    return src, x, y.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fault_bucket(moto_server, s3_settings):
+    from jobs.storage import s3_client
+
+    name = f"faults-{uuid.uuid4().hex[:10]}"
+    s3_client(s3_settings).create_bucket(Bucket=name)
+    return name
+
+
+def _settings(src, out, endpoint, path="direct", **extra):
+    return {
+        "input.paths.train": src,
+        "output.path": out,
+        "output.encoding": "dense",
+        "read.path": path,
+        "s3.endpoint_url": endpoint,
+        "s3.region": "us-east-1",
+        "s3.part_size_mb": 5,
+        "s3.max_attempts": 2,  # botocore retries once; then the attempt fails and Spark retries
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def baseline(spark, data, fault_bucket, moto_server):
+    """A fault-free run per read path, straight to moto: what every faulty run must equal."""
+    src = data[0]
+    runs = {}
+    for path in ("direct", "spark"):
+        out = f"s3://{fault_bucket}/baseline-{path}"
+        runs[path] = convert(config(**_settings(src, out, moto_server, path)), spark)
+    return runs
+
+
+def _shards(meta):
+    return [
+        (s["key"], s["rows"], s["bytes"], s["sha256"]) for s in meta["channels"]["train"]["shards"]
+    ]
+
+
+def _pending(s3, bucket):
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def _keys(s3, bucket, prefix):
+    return sorted(
+        o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    )
+
+
+def assert_committed_like(s3, bucket, prefix, baseline_meta, data):
+    """The run at ``prefix`` is committed and byte-identical to the baseline, nothing else is
+    under it, no upload is pending, and its rows are the input's rows exactly once."""
+    store = Store(s3_settings_of(s3))
+    uri = f"s3://{bucket}/{prefix}"
+    _, meta = load_run(uri, store, verify=True)
+    assert _shards(meta) == _shards(baseline_meta)
+    for key, _, _, sha in _shards(meta):
+        body = s3.get_object(Bucket=bucket, Key=f"{prefix}/data/train/{key}")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == sha
+    shard_keys = [f"{prefix}/data/train/{k}" for k, *_ in _shards(meta)]
+    assert _keys(s3, bucket, f"{prefix}/") == sorted(
+        [*shard_keys, f"{prefix}/manifests/train.manifest", f"{prefix}/run.json"]
+    )
+    assert not _pending(s3, bucket)
+    _, x, y = data
+    got_x, got_y, _ = read_run(uri, store)
+    np.testing.assert_array_equal(sorted_rows(got_x, got_y), sorted_rows(x, y))
+
+
+def s3_settings_of(s3):
+    from jobs.storage import S3Settings
+
+    return S3Settings(endpoint_url=s3.meta.endpoint_url, region="us-east-1")
+
+
+@pytest.mark.parametrize("path", ["direct", "spark"])
+def test_upload_part_errors_fail_the_attempt_and_spark_retries_it(
+    spark, s3, proxy, data, fault_bucket, baseline, path
+):
+    fault = proxy.add(Fault("UploadPart", "error", key="part-00001", nth=2, times=2))
+    prefix = f"upload-part-{path}"
+    convert(config(**_settings(data[0], f"s3://{fault_bucket}/{prefix}", proxy.url, path)), spark)
+    assert len(fault.fired) == 2  # the part and botocore's retry of it: the attempt failed
+    failed_key = fault.fired[0].key
+    # the failed attempt aborted its own upload; the retry wrote the shard whole
+    assert failed_key in [s.key for s in proxy.ops("AbortMultipartUpload")]
+    assert_committed_like(s3, fault_bucket, prefix, baseline[path], data)
+
+
+def test_complete_errors_fail_the_attempt_and_spark_retries_it(
+    spark, s3, proxy, data, fault_bucket, baseline
+):
+    fault = proxy.add(Fault("CompleteMultipartUpload", "error", key="part-00002", times=2))
+    prefix = "complete"
+    convert(config(**_settings(data[0], f"s3://{fault_bucket}/{prefix}", proxy.url)), spark)
+    assert len(fault.fired) == 2
+    assert_committed_like(s3, fault_bucket, prefix, baseline["direct"], data)
+
+
+def test_a_worker_killed_mid_shard_is_retried_and_its_upload_aborted(
+    spark, s3, proxy, data, fault_bucket, baseline
+):
+    # SIGKILL the Python worker as it sends the second part of a shard: no Python cleanup runs,
+    # so its multipart upload stays open until the driver's commit aborts it
+    fault = proxy.add(Fault("UploadPart", "kill", key="part-00001", nth=2))
+    prefix = "killed-worker"
+    convert(config(**_settings(data[0], f"s3://{fault_bucket}/{prefix}", proxy.url)), spark)
+    (killed,) = fault.fired
+    assert killed.pid is not None and killed.pid != os.getpid()
+    assert not psutil.pid_exists(killed.pid) or psutil.Process(killed.pid).status() == "zombie"
+    creates = [s for s in proxy.ops("CreateMultipartUpload") if s.key == killed.key]
+    assert len(creates) == 2  # the killed attempt's upload and the retry's
+    assert_committed_like(s3, fault_bucket, prefix, baseline["direct"], data)
+
+
+def test_retries_exhausted_fail_clearly_with_nothing_left(spark, s3, proxy, data, fault_bucket):
+    fault = proxy.add(Fault("UploadPart", "error", key="part-00001", times=10_000))
+    prefix = "exhausted"
+    with pytest.raises(StorageError) as info:
+        convert(config(**_settings(data[0], f"s3://{fault_bucket}/{prefix}", proxy.url)), spark)
+    assert str(info.value) == (
+        f"the conversion failed: task 1 failed 4 times; last error: {data[0]}/part-00001.parquet: "
+        "ClientError: An error occurred (InternalError) when calling the UploadPart operation "
+        "(reached max retries: 1): injected by the test proxy"
+    )
+    assert len(fault.fired) == 4 * 2  # spark.task.maxFailures=4 attempts × 2 botocore attempts
+    assert _keys(s3, fault_bucket, f"{prefix}/") == []
+    assert not _pending(s3, fault_bucket)
+
+
+# -- the driver killed before its commit -----------------------------------------------------
+
+
+def _cli(args, cwd, env=None, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs", *args],
+        cwd=cwd,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def _sets(settings: dict) -> list[str]:
+    return [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
+
+
+def test_driver_killed_before_commit_leaves_no_run(
+    spark, s3, proxy, data, fault_bucket, baseline, tmp_path
+):
+    prefix = "driver-killed"
+    out = f"s3://{fault_bucket}/{prefix}"
+    settings = _settings(data[0], out, proxy.url) | {"spark.master": "local[2]"}
+    driver = _cli(["convert", *_sets(settings)], tmp_path, start_new_session=True)
+
+    def kill_driver(seen):  # the commit's first write: every shard is on S3 by now
+        os.killpg(driver.pid, signal.SIGKILL)
+
+    fault = proxy.add(Fault("PutObject", "call", key=f"{prefix}/manifests/", call=kill_driver))
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == -signal.SIGKILL, output
+    assert len(fault.fired) == 1
+    keys = _keys(s3, fault_bucket, f"{prefix}/")
+    assert keys and all(k.startswith(f"{prefix}/data/train/") for k in keys)  # shards only
+
+    # train refuses it, naming what is there
+    trainer = _cli(
+        ["train", "--run", out, *_sets({"s3.endpoint_url": s3.meta.endpoint_url})], tmp_path
+    )
+    text, _ = trainer.communicate(timeout=120)
+    assert trainer.returncode == 2, text
+    assert (
+        f"error: {out} holds no committed run: {out}/run.json is missing "
+        f"({len(keys)} uncommitted shards are there)"
+    ) in text
+
+    # mode error refuses the destination; overwrite cleans it and commits the same bytes
+    direct = {k: v for k, v in settings.items() if k != "spark.master"}
+    with pytest.raises(StorageError) as info:
+        convert(config(**direct | {"output.mode": "error"}), spark)
+    assert str(info.value) == (
+        f"{out} already holds an uncommitted run's files ({len(keys)} objects, e.g. "
+        f"{out}/data/train/part-00000-000.recordio); set output.mode: overwrite to replace it"
+    )
+    convert(config(**direct | {"output.mode": "overwrite"}), spark)
+    assert_committed_like(s3, fault_bucket, prefix, baseline["direct"], data)
+
+
+# -- speculative execution -------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def standalone(moto_server, tmp_path_factory):
+    """A Spark standalone master and two one-core workers on distinct host names (127.0.0.1
+    and localhost): Spark never runs a speculative copy on the host of the original attempt,
+    and local mode does not speculate at all."""
+    from pyspark.find_spark_home import _find_spark_home
+
+    home = _find_spark_home()
+    work = tmp_path_factory.mktemp("standalone")
+    env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1"}
+    port, ui = _free_port(), _free_port()
+    cls = [str(Path(home) / "bin" / "spark-class")]
+    procs = [
+        subprocess.Popen(
+            [*cls, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+             "--port", str(port), "--webui-port", str(ui)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]  # fmt: skip
+    master = f"spark://127.0.0.1:{port}"
+    for i, host in enumerate(("127.0.0.1", "localhost")):
+        procs.append(
+            subprocess.Popen(
+                [*cls, "org.apache.spark.deploy.worker.Worker", "--host", host, "--cores", "1",
+                 "--memory", "1g", "--webui-port", str(_free_port()),
+                 "--work-dir", str(work / f"worker{i}"), master],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+    deadline = time.time() + 120
+    try:
+        while True:
+            try:
+                state = json.load(urllib.request.urlopen(f"http://127.0.0.1:{ui}/json", timeout=2))
+                if sum(w["state"] == "ALIVE" for w in state["workers"]) == 2:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("the standalone Spark cluster did not start")
+            time.sleep(0.5)
+        yield master
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_speculative_attempts_commit_identical_output(
+    s3, proxy, data, fault_bucket, baseline, standalone, tmp_path
+):
+    # hold one shard's first part for 30 s: its task becomes the straggler Spark speculates on
+    fault = proxy.add(Fault("UploadPart", "delay", key="part-00001", seconds=30))
+    prefix = "speculation"
+    events = tmp_path / "events"
+    events.mkdir()
+    settings = _settings(data[0], f"s3://{fault_bucket}/{prefix}", proxy.url) | {
+        "spark.master": standalone,
+        "spark.conf.spark.speculation": "true",
+        "spark.conf.spark.speculation.interval": "100ms",
+        "spark.conf.spark.speculation.quantile": "0.5",
+        "spark.conf.spark.speculation.multiplier": "1.5",
+        "spark.conf.spark.speculation.minTaskRuntime": "1s",
+        "spark.conf.spark.executor.memory": "512m",
+        "spark.conf.spark.eventLog.enabled": "true",
+        "spark.conf.spark.eventLog.dir": events.as_uri(),
+        "spark.conf.spark.driver.host": "127.0.0.1",
+    }
+    driver = _cli(["convert", *_sets(settings)], tmp_path, env={"SPARK_LOCAL_IP": "127.0.0.1"})
+    output, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, output
+    assert len(fault.fired) == 1
+    starts = [
+        json.loads(line)
+        for f in events.iterdir()
+        for line in f.read_text().splitlines()
+        if '"SparkListenerTaskStart"' in line
+    ]
+    speculative = [e["Task Info"] for e in starts if e["Task Info"]["Speculative"]]
+    assert speculative, "Spark launched no speculative attempt"
+    hosts = {e["Task Info"]["Host"] for e in starts}
+    assert hosts == {"127.0.0.1", "localhost"}
+    assert_committed_like(s3, fault_bucket, prefix, baseline["direct"], data)
+    shutil.rmtree(events)
