@@ -151,7 +151,7 @@ def write_partition(
     start = time.perf_counter()
     route = plan.route(partition)
     sinks: dict[str, _ChannelSink] = {}
-    stats = Counter()
+    stats = Counter(rows_in=0, dropped=0, fixed=0, nnz=0, cells=0)  # all reported, even if 0
     peak = _rss_mb()
     try:
         for batch in batches:
@@ -188,4 +188,11 @@ def write_partition(
     for sink in sinks.values():
         yield from sink.done
     seconds = time.perf_counter() - start
-    yield {"task": partition, "where": where, "seconds": seconds, "peak_rss_mb": peak, **stats}
+    yield {
+        "task": partition,
+        "channel": plan.channel,
+        "where": where,
+        "seconds": seconds,
+        "peak_rss_mb": peak,
+        **stats,
+    }

@@ -312,8 +312,8 @@ class Selector:
             if lbad.any():
                 if self.invalid != "drop":
                     raise InputError(
-                        f"label: {int(lbad.sum())} rows in {where} have a null, NaN or infinite "
-                        "label (set select.invalid: drop to leave them out)"
+                        f"label: {_rows(int(lbad.sum()))} in {where} with a null, NaN or "
+                        "infinite label (set select.invalid: drop to leave them out)"
                     )
             out.labels = labels
         else:
@@ -322,12 +322,12 @@ class Selector:
             count = int(bad.sum())
             if self.invalid == "error":
                 named = (
-                    "; columns: " + ", ".join(f"{k!r} ({v} rows)" for k, v in bad_columns.items())
+                    "; columns: " + ", ".join(f"{k!r} ({_rows(v)})" for k, v in bad_columns.items())
                     if bad_columns
                     else ""
                 )
                 raise InputError(
-                    f"features: {count} rows in {where} hold null, NaN or infinite values{named} "
+                    f"features: {_rows(count)} in {where} with null, NaN or infinite values{named} "
                     "(set select.invalid: drop or zero)"
                 )
             if self.invalid == "zero":
@@ -382,7 +382,7 @@ class Selector:
         if odd.any():
             seen = np.unique(lengths[odd])[:5].tolist()
             raise InputError(
-                f"ragged feature array: {int(odd.sum())} rows in {where} have a length other "
+                f"ragged feature array: {_rows(int(odd.sum()))} in {where} with a length other "
                 f"than {d} (lengths seen: {seen})"
             )
         flat, _ = _float32(col.flatten())
@@ -405,7 +405,7 @@ class Selector:
         if odd.any():
             seen = np.unique(width[odd])[:5].tolist()
             raise InputError(
-                f"feature vectors of different sizes: {int(odd.sum())} rows in {where} have a "
+                f"feature vectors of different sizes: {_rows(int(odd.sum()))} in {where} with a "
                 f"size other than {self.d} (sizes seen: {seen})"
             )
         values, _ = _float32(vals.flatten())
@@ -435,7 +435,7 @@ class Selector:
         if wrong.any():
             examples = np.unique(labels[wrong])[:5].tolist()
             raise InputError(
-                f"label: {int(wrong.sum())} rows in {where} have a label that is not {rule} "
+                f"label: {_rows(int(wrong.sum()))} in {where} with a label that is not {rule} "
                 f"(values seen: {examples})"
             )
 
@@ -458,3 +458,7 @@ def to_dense(rows: Rows, d: int) -> np.ndarray:
     r = np.repeat(np.arange(n), np.diff(rows.indptr))
     x[r, rows.indices] = rows.values
     return x
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"

@@ -100,7 +100,7 @@ def resolve_features(config: JobConfig, columns: list[Column], label_columns: li
         missing = [c for c in spec.columns if c not in by_name]
         if missing:
             raise InputError(
-                f"select.features.columns: {len(missing)} columns are not in the input: "
+                f"select.features.columns: {_columns(len(missing))} not in the input: "
                 f"{', '.join(map(repr, missing[:10]))}"
             )
         names = list(spec.columns)
@@ -126,10 +126,14 @@ def resolve_features(config: JobConfig, columns: list[Column], label_columns: li
     wrong = [by_name[n] for n in names if by_name[n].kind != "numeric"]
     if wrong:
         listed = ", ".join(f"{c.name!r} ({c.type})" for c in wrong[:10])
-        raise InputError(f"{len(wrong)} feature columns are not numeric: {listed}")
+        raise InputError(f"{_columns(len(wrong), 'feature column')} not numeric: {listed}")
     if not names:
         raise InputError("every feature column was excluded")
     return "columns", names
+
+
+def _columns(n: int, what: str = "column") -> str:
+    return f"1 {what} is" if n == 1 else f"{n:,} {what}s are"
 
 
 @dataclass
@@ -463,6 +467,19 @@ class Conversion:
             infos += [json.loads(r["info"]) for r in rows]
         return infos
 
+    def _why_empty(self, channel: str, tasks: list[dict]) -> str:
+        cfg = self.config
+        mine = [t for t in tasks if t.get("channel") in (channel, None)]
+        read = sum(t["rows_in"] for t in mine)
+        dropped = sum(t["dropped"] for t in mine)
+        if read == 0:
+            if cfg.input.filter:
+                return f"input.filter {cfg.input.filter!r} keeps none of the input's rows"
+            return f"the input has no rows ({len(mine)} partitions, all empty)"
+        if dropped == read:
+            return f"all {read:,} rows read were invalid and dropped (select.invalid: drop)"
+        return f"input.split sent it none of the {read:,} rows read"
+
     def _metadata(self, infos, d, encoding, density, form, names) -> dict:
         errors = [i for i in infos if "error" in i]
         if errors:
@@ -485,7 +502,7 @@ class Conversion:
             rows = sum(s["rows"] for s in mine)
             if rows == 0:
                 raise InputError(
-                    f"channel {channel}: no rows to write (after filter and invalid-row policy); "
+                    f"channel {channel}: no rows to write: {self._why_empty(channel, tasks)}; "
                     "an empty channel would fail training"
                 )
             labels = Counter()

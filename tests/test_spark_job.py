@@ -326,54 +326,6 @@ def _bad(spark, tmp_path, table_or_path, match, **settings):
     return str(info.value)
 
 
-def test_missing_feature_columns_are_named(spark, tmp_path):
-    t = pa.table({"a": [1.0, 2.0], "target": [0, 1]})
-    _bad(
-        spark,
-        tmp_path,
-        t,
-        "2 columns are not in the input: 'b', 'c'",
-        **{"select.features.columns": "[a, b, c]"},
-    )
-
-
-def test_non_numeric_feature_column_is_named(spark, tmp_path):
-    t = pa.table({"a": [1.0, 2.0], "name": ["x", "y"], "target": [0, 1]})
-    _bad(
-        spark,
-        tmp_path,
-        t,
-        "feature columns are not numeric: 'name' (string)",
-        **{"select.features.columns": "[a, name]"},
-    )
-
-
-@pytest.mark.parametrize("path", ["direct", "spark"])
-def test_binary_label_outside_zero_one(spark, tmp_path, path):
-    t = pa.table({"a": [1.0, 2.0, 3.0], "target": [0, 1, 2]})
-    _bad(spark, tmp_path, t, "1 rows in", **{"read.path": path})
-    msg = _bad(
-        spark,
-        tmp_path,
-        t,
-        "not 0 or 1 for a binary_classifier (values seen: [2.0])",
-        **{"read.path": path},
-    )
-    assert "label" in msg
-
-
-@pytest.mark.parametrize("path", ["direct", "spark"])
-def test_ragged_arrays(spark, tmp_path, path):
-    t = pa.table({"px": [[1.0, 2.0], [1.0], [3.0, 4.0], [5.0]], "target": [0, 1, 0, 1]})
-    _bad(
-        spark,
-        tmp_path,
-        t,
-        "ragged feature array: 2 rows",
-        **{"select.features.array": "px", "read.path": path},
-    )
-
-
 @pytest.mark.parametrize("path", ["direct", "spark"])
 def test_null_and_nan_features_follow_the_policy(spark, tmp_path, path):
     t = pa.table(
@@ -383,10 +335,10 @@ def test_null_and_nan_features_follow_the_policy(spark, tmp_path, path):
             "target": [0, 1, 0, 1],
         }
     )
-    msg = _bad(spark, tmp_path, t, "3 rows in", **{"read.path": path})
+    msg = _bad(spark, tmp_path, t, "3 rows in", **{"read.path": path})  # the table has the rest
     assert "null, NaN or infinite" in msg and "select.invalid" in msg
     if path == "direct":
-        assert "'a' (1 rows)" in msg and "'b' (2 rows)" in msg
+        assert "'a' (1 row)" in msg and "'b' (2 rows)" in msg
     out = tmp_path / "drop"
     src = str(tmp_path / "in")
     meta = convert(
@@ -419,30 +371,3 @@ def test_null_and_nan_features_follow_the_policy(spark, tmp_path, path):
         sorted_rows(got_x), sorted_rows(np.array([[1, 1], [0, 2], [3, 0], [4, 0]], np.float32))
     )
     assert meta["rows_zeroed"] == 3
-
-
-def test_empty_dataset_and_missing_path(spark, tmp_path):
-    t = pa.table({"a": pa.array([], pa.float64()), "target": pa.array([], pa.int64())})
-    _bad(spark, tmp_path, t, "channel train: no rows to write")
-    _bad(spark, tmp_path, str(tmp_path / "nope"), f"input path {tmp_path / 'nope'} does not exist")
-
-
-def test_label_reading_a_missing_column(spark, tmp_path):
-    t = pa.table({"a": [1.0], "target": [0]})
-    _bad(
-        spark,
-        tmp_path,
-        t,
-        "reads 'label_col', which is not a column",
-        **{"select.label": "label_col = 1"},
-    )
-
-
-def test_corrupt_parquet_file_is_named(spark, tmp_path):
-    src = tmp_path / "in"
-    x, y = _data(n=10, d=2)
-    write_columns(src, x, y, files=2)
-    bad = src / "part-00001.parquet"
-    data = bad.read_bytes()
-    bad.write_bytes(data[:50] + b"\x00" * 200 + data[250:])
-    _bad(spark, tmp_path, str(src), "part-00001.parquet")
