@@ -191,12 +191,13 @@ def cmd_convert(args) -> int:
 
 def _train(config, run_uri: str, args) -> dict:
     from .runinfo import load_run
-    from .storage import Store
+    from .storage import Store, require_credentials
 
     store = Store(config.s3)
     backend = config.training.backend
     if backend == "none":
         raise JobError("training.backend is none: nothing to train")
+    require_credentials([run_uri], "training reads the run there")
     _, meta = load_run(run_uri, store, verify=True)
     if backend == "local":
         from .training.local import train_local

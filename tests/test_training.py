@@ -357,7 +357,9 @@ def test_a_local_run_cannot_train_on_sagemaker(moto_server, s3_run):
         build_request(cfg, "s3://training-runs/run", local, "job")
 
 
-def test_missing_credentials_fail_before_any_call(moto_server, s3_run, monkeypatch, tmp_path):
+def test_missing_credentials_fail_before_any_call(
+    moto_server, s3_run, monkeypatch, tmp_path, capsys
+):
     uri, meta = s3_run
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(var)
@@ -366,6 +368,17 @@ def test_missing_credentials_fail_before_any_call(moto_server, s3_run, monkeypat
     cfg = _cfg(moto_server, uri)
     with pytest.raises(TrainingError, match="no AWS credentials found"):
         train_sagemaker(cfg, uri, Store(cfg.s3), meta)
+    # the local trainer on an S3 run: the CLI says so before reading anything
+    from jobs.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    sets = ["--set", f"s3.endpoint_url={moto_server}", "--set", "training.backend=local"]
+    assert main(["train", "--run", uri, *sets]) == 2
+    assert capsys.readouterr().err == (
+        f"error: no AWS credentials found for {uri} (training reads the run there): set "
+        "AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with an instance or "
+        "task role\n"
+    )
 
 
 def test_names_images_and_hyperparameter_wire_format():
