@@ -35,8 +35,13 @@ class RunLayout:
     def at(cls, uri: str) -> RunLayout:
         return cls(Location.parse(uri))
 
+    @property
+    def shards(self) -> Location:
+        """Where every channel's shards live: what a failed run's cleanup removes."""
+        return self.root.join("data")
+
     def data(self, channel: str) -> Location:
-        return self.root.join("data", channel)
+        return self.shards.join(channel)
 
     def shard(self, channel: str, key: str) -> Location:
         return self.data(channel).join(key)
@@ -74,10 +79,10 @@ class RunLayout:
 
     def discard(self, store: Store) -> None:
         """Remove the shards of a run that failed before its commit, finished or not."""
-        store.abort_pending(self.root.join("data"))
-        removed = store.delete(self.root.join("data"))
+        store.abort_pending(self.shards)
+        removed = store.delete(self.shards)
         if removed:
-            log.info("removed %d uncommitted shards under %s", removed, self.root.join("data").uri)
+            log.info("removed %d uncommitted shards under %s", removed, self.shards.uri)
 
     def commit(self, store: Store, metadata: dict) -> None:
         """Manifests first, metadata last: a reader that sees run.json sees a whole run.
@@ -85,7 +90,7 @@ class RunLayout:
         Spark has finished every task by now, but attempts it killed (speculative losers, lost
         executors) may have left unfinished uploads or temp files: those go first, then any
         shard no successful attempt reported."""
-        store.abort_pending(self.root.join("data"))
+        store.abort_pending(self.shards)
         for channel, info in metadata["channels"].items():
             keys = [s["key"] for s in info["shards"]]
             written = {loc.key for loc, _ in store.list(self.data(channel))}
@@ -110,7 +115,7 @@ def load_run(uri: str, store: Store, verify: bool = False) -> tuple[RunLayout, d
     """A committed run's layout and metadata; ``verify`` checks every shard's size on storage."""
     layout = RunLayout.at(uri)
     if not store.exists(layout.metadata):
-        pending = [loc for loc, _ in store.list(layout.root.join("data"))]
+        pending = [loc for loc, _ in store.list(layout.shards)]
         extra = f" ({len(pending)} uncommitted shards are there)" if pending else ""
         raise StorageError(
             f"{layout.root.uri} holds no committed run: {layout.metadata.uri} is missing{extra}"

@@ -305,7 +305,7 @@ class Conversion:
             raise
         if self.spark.conf.get("spark.speculation", "false") == "true":
             time.sleep(KILLED_ATTEMPT_GRACE_S)  # the same for speculative attempts that lost
-            self.store.abort_pending(self.layout.data(""))
+            self.store.abort_pending(self.layout.shards)
         for channel, info in metadata["channels"].items():
             log.info(
                 "channel %s: %d rows, %d shards, %.1f MB",
