@@ -333,5 +333,7 @@ def test_speculative_attempts_commit_identical_output(
     assert speculative, "Spark launched no speculative attempt"
     hosts = {e["Task Info"]["Host"] for e in starts}
     assert hosts == {"127.0.0.1", "localhost"}
+    # the straggler's upload, still open when the copy won, was aborted by the driver
+    assert fault.fired[0].key in [s.key for s in proxy.ops("AbortMultipartUpload")]
     assert_committed_like(s3, fault_bucket, prefix, baseline["direct"], data)
     shutil.rmtree(events)
