@@ -4,7 +4,6 @@ SageMaker, CloudWatch Logs and EMR. Executors and the JVM reach moto over HTTP t
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,23 +12,18 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_server():
     """A moto server on a free 127.0.0.1 port; fake credentials in the environment *before*
     Spark starts, so the JVM and the Python workers inherit them."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,6 +29,27 @@ def write_columns(path, x: np.ndarray, target=None, files: int = 1, row_group_si
             pa.table(cols), path / f"part-{i:05d}.parquet", row_group_size=row_group_size
         )
     return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli_sets(settings: dict) -> list[str]:
+    """The same dotted settings as ``config`` takes, as CLI ``--set`` arguments."""
+    return [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
+
+
+def s3_objects(s3, bucket: str, prefix: str = "") -> dict[str, int]:
+    """Key → size of every object under ``prefix``."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
+
+
+def pending_uploads(s3, bucket: str, prefix: str = "") -> list[dict]:
+    return s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
 
 
 def config(**settings):

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import config, write_columns
+from helpers import config, pending_uploads, s3_objects, write_columns
 
 from jobs.errors import JobError
 from jobs.spark_job import convert
@@ -270,6 +270,5 @@ def test_bad_input_is_named_and_nothing_becomes_visible(
         convert(cfg, spark)
     monkeypatch.undo()
     assert str(info.value) == case.message.format(src=src, out=out)
-    listed = s3.list_objects_v2(Bucket=out_bucket, Prefix=f"{prefix}/")
-    assert "Contents" not in listed, [o["Key"] for o in listed["Contents"]]
-    assert not s3.list_multipart_uploads(Bucket=out_bucket, Prefix=prefix).get("Uploads")
+    assert s3_objects(s3, out_bucket, f"{prefix}/") == {}
+    assert not pending_uploads(s3, out_bucket, prefix)

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,16 @@ import numpy as np
 import psutil
 import pytest
 from faultproxy import Fault
-from helpers import config, read_run, sorted_rows, write_columns
+from helpers import (
+    cli_sets,
+    config,
+    free_port,
+    pending_uploads,
+    read_run,
+    s3_objects,
+    sorted_rows,
+    write_columns,
+)
 
 from jobs.errors import StorageError
 from jobs.runinfo import load_run
@@ -87,20 +95,10 @@ def _shards(meta):
     ]
 
 
-def _pending(s3, bucket):
-    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-
-
-def _keys(s3, bucket, prefix):
-    return sorted(
-        o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    )
-
-
 def assert_committed_like(s3, bucket, prefix, baseline_meta, data):
     """The run at ``prefix`` is committed and byte-identical to the baseline, nothing else is
     under it, no upload is pending, and its rows are the input's rows exactly once."""
-    store = Store(s3_settings_of(s3))
+    store = Store(client=s3)
     uri = f"s3://{bucket}/{prefix}"
     _, meta = load_run(uri, store, verify=True)
     assert _shards(meta) == _shards(baseline_meta)
@@ -108,19 +106,13 @@ def assert_committed_like(s3, bucket, prefix, baseline_meta, data):
         body = s3.get_object(Bucket=bucket, Key=f"{prefix}/data/train/{key}")["Body"].read()
         assert hashlib.sha256(body).hexdigest() == sha
     shard_keys = [f"{prefix}/data/train/{k}" for k, *_ in _shards(meta)]
-    assert _keys(s3, bucket, f"{prefix}/") == sorted(
+    assert sorted(s3_objects(s3, bucket, f"{prefix}/")) == sorted(
         [*shard_keys, f"{prefix}/manifests/train.manifest", f"{prefix}/run.json"]
     )
-    assert not _pending(s3, bucket)
+    assert not pending_uploads(s3, bucket)
     _, x, y = data
     got_x, got_y, _ = read_run(uri, store)
     np.testing.assert_array_equal(sorted_rows(got_x, got_y), sorted_rows(x, y))
-
-
-def s3_settings_of(s3):
-    from jobs.storage import S3Settings
-
-    return S3Settings(endpoint_url=s3.meta.endpoint_url, region="us-east-1")
 
 
 @pytest.mark.parametrize("path", ["direct", "spark"])
@@ -174,8 +166,8 @@ def test_retries_exhausted_fail_clearly_with_nothing_left(spark, s3, proxy, data
         "(reached max retries: 1): injected by the test proxy"
     )
     assert len(fault.fired) == 4 * 2  # spark.task.maxFailures=4 attempts × 2 botocore attempts
-    assert _keys(s3, fault_bucket, f"{prefix}/") == []
-    assert not _pending(s3, fault_bucket)
+    assert s3_objects(s3, fault_bucket, f"{prefix}/") == {}
+    assert not pending_uploads(s3, fault_bucket)
 
 
 # -- the driver killed before its commit -----------------------------------------------------
@@ -193,17 +185,13 @@ def _cli(args, cwd, env=None, **kwargs):
     )
 
 
-def _sets(settings: dict) -> list[str]:
-    return [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
-
-
 def test_driver_killed_before_commit_leaves_no_run(
     spark, s3, proxy, data, fault_bucket, baseline, tmp_path
 ):
     prefix = "driver-killed"
     out = f"s3://{fault_bucket}/{prefix}"
     settings = _settings(data[0], out, proxy.url) | {"spark.master": "local[2]"}
-    driver = _cli(["convert", *_sets(settings)], tmp_path, start_new_session=True)
+    driver = _cli(["convert", *cli_sets(settings)], tmp_path, start_new_session=True)
 
     def kill_driver(seen):  # the commit's first write: every shard is on S3 by now
         os.killpg(driver.pid, signal.SIGKILL)
@@ -212,12 +200,12 @@ def test_driver_killed_before_commit_leaves_no_run(
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == -signal.SIGKILL, output
     assert len(fault.fired) == 1
-    keys = _keys(s3, fault_bucket, f"{prefix}/")
+    keys = sorted(s3_objects(s3, fault_bucket, f"{prefix}/"))
     assert keys and all(k.startswith(f"{prefix}/data/train/") for k in keys)  # shards only
 
     # train refuses it, naming what is there
     trainer = _cli(
-        ["train", "--run", out, *_sets({"s3.endpoint_url": s3.meta.endpoint_url})], tmp_path
+        ["train", "--run", out, *cli_sets({"s3.endpoint_url": s3.meta.endpoint_url})], tmp_path
     )
     text, _ = trainer.communicate(timeout=120)
     assert trainer.returncode == 2, text
@@ -241,12 +229,6 @@ def test_driver_killed_before_commit_leaves_no_run(
 # -- speculative execution -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def standalone(moto_server, tmp_path_factory):
     """A Spark standalone master and two one-core workers on distinct host names (127.0.0.1
@@ -257,7 +239,7 @@ def standalone(moto_server, tmp_path_factory):
     home = _find_spark_home()
     work = tmp_path_factory.mktemp("standalone")
     env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1"}
-    port, ui = _free_port(), _free_port()
+    port, ui = free_port(), free_port()
     cls = [str(Path(home) / "bin" / "spark-class")]
     procs = [
         subprocess.Popen(
@@ -271,7 +253,7 @@ def standalone(moto_server, tmp_path_factory):
         procs.append(
             subprocess.Popen(
                 [*cls, "org.apache.spark.deploy.worker.Worker", "--host", host, "--cores", "1",
-                 "--memory", "1g", "--webui-port", str(_free_port()),
+                 "--memory", "1g", "--webui-port", str(free_port()),
                  "--work-dir", str(work / f"worker{i}"), master],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
@@ -319,7 +301,7 @@ def test_speculative_attempts_commit_identical_output(
         "spark.conf.spark.eventLog.dir": events.as_uri(),
         "spark.conf.spark.driver.host": "127.0.0.1",
     }
-    driver = _cli(["convert", *_sets(settings)], tmp_path, env={"SPARK_LOCAL_IP": "127.0.0.1"})
+    driver = _cli(["convert", *cli_sets(settings)], tmp_path, env={"SPARK_LOCAL_IP": "127.0.0.1"})
     output, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, output
     assert len(fault.fired) == 1

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import config, read_run, sorted_rows, write_columns
+from helpers import config, pending_uploads, read_run, sorted_rows, write_columns
 
 from jobs.errors import StorageError
 from jobs.runinfo import load_run
@@ -15,10 +15,6 @@ from jobs.spark_job import convert
 from jobs.storage import Location, ShardWriter, Store
 
 pytestmark = pytest.mark.aws
-
-
-def _pending(s3, bucket):
-    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
 def test_multipart_shard_is_assembled_whole(s3, bucket, s3_settings):
@@ -29,7 +25,7 @@ def test_multipart_shard_is_assembled_whole(s3, bucket, s3_settings):
             w.write(data[i : i + (1 << 20)])
     body = s3.get_object(Bucket=bucket, Key=dest.key)["Body"].read()
     assert body == data
-    assert not _pending(s3, bucket)
+    assert not pending_uploads(s3, bucket)
 
 
 def test_failure_mid_upload_leaves_no_object_and_no_pending_upload(s3, bucket, s3_settings):
@@ -49,7 +45,7 @@ def test_failure_mid_upload_leaves_no_object_and_no_pending_upload(s3, bucket, s
     s3.meta.events.unregister("before-parameter-build.s3.UploadPart", fail_second_part)
     assert calls == [1, 2]
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
-    assert not _pending(s3, bucket)
+    assert not pending_uploads(s3, bucket)
 
 
 def test_failed_complete_aborts_the_upload(s3, bucket, s3_settings):
@@ -64,7 +60,7 @@ def test_failed_complete_aborts_the_upload(s3, bucket, s3_settings):
         w.close()
     s3.meta.events.unregister("before-call.s3.CompleteMultipartUpload", fail)
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
-    assert not _pending(s3, bucket)
+    assert not pending_uploads(s3, bucket)
 
 
 def _upload_dir(s3, bucket, local, prefix):
@@ -115,7 +111,7 @@ def test_parquet_on_s3_to_shards_on_s3(spark, s3, bucket, tmp_path, path, scheme
         s3.get_object(Bucket=bucket, Key=f"runs/{path}/manifests/train.manifest")["Body"].read()
     )
     assert manifest == [{"prefix": f"{out}/data/train/"}, shard["key"]]
-    assert not _pending(s3, bucket)
+    assert not pending_uploads(s3, bucket)
 
 
 def test_train_refuses_an_uncommitted_run(s3, bucket, s3_settings):

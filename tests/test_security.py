@@ -11,7 +11,7 @@ import boto3
 import numpy as np
 import pytest
 from faultproxy import Fault
-from helpers import config, write_columns
+from helpers import cli_sets, config, s3_objects, write_columns
 
 from jobs.cli import main as cli
 from jobs.spark_job import convert
@@ -42,17 +42,6 @@ def _settings(src, out, endpoint, **extra):
     }
 
 
-def _sets(settings: dict) -> list[str]:
-    return [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
-
-
-def _objects(s3, bucket, prefix):
-    return [
-        (o["Key"], o["Size"])
-        for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    ]
-
-
 @pytest.mark.parametrize("sse", ["AES256", "aws:kms"])
 def test_every_object_we_write_is_encrypted(
     spark, s3, bucket, moto_server, src, sse, tmp_path, monkeypatch
@@ -66,9 +55,9 @@ def test_every_object_we_write_is_encrypted(
     out = f"s3://{bucket}/run"
     settings = _settings(src, out, moto_server, **extra)
     convert(config(**settings), spark)
-    assert cli(["train", "--run", out, *_sets(settings)]) == 0  # writes training/local/...
+    assert cli(["train", "--run", out, *cli_sets(settings)]) == 0  # writes training/local/...
 
-    objects = dict(_objects(s3, bucket, "run/"))
+    objects = s3_objects(s3, bucket, "run/")
     assert {
         "run/manifests/train.manifest",
         "run/manifests/validation.manifest",
@@ -97,8 +86,8 @@ def test_expected_bucket_owner_rides_on_every_s3_call(
     proxy.add(Fault("UploadPart", "error", key="owned/data/train/", nth=1))
     convert(config(**settings), spark)
     convert(config(**settings | {"output.mode": "overwrite"}), spark)
-    assert cli(["train", "--run", out, *_sets(settings)]) == 0
-    assert cli(["inspect", out, *_sets(settings)]) == 0
+    assert cli(["train", "--run", out, *cli_sets(settings)]) == 0
+    assert cli(["inspect", out, *cli_sets(settings)]) == 0
 
     ops = {s.op for s in proxy.seen}
     assert {
@@ -125,7 +114,7 @@ def test_no_credential_in_logs_or_objects(s3, bucket, moto_server, src, tmp_path
     out = f"s3://{bucket}/secret"
     settings = _settings(src, out, moto_server) | {"spark.master": "local[2]"}
     done = subprocess.run(
-        [sys.executable, "-m", "jobs", "run", "--debug", *_sets(settings)],
+        [sys.executable, "-m", "jobs", "run", "--debug", *cli_sets(settings)],
         cwd=tmp_path,
         env={**os.environ, "PYSPARK_PYTHON": sys.executable, "JOBS_TASK_LOG_LEVEL": "DEBUG"},
         capture_output=True,
@@ -137,7 +126,7 @@ def test_no_credential_in_logs_or_objects(s3, bucket, moto_server, src, tmp_path
     assert "committed" in text and "Summary" in text  # the logs we grep are really there
     bodies = [
         s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        for key, _ in _objects(s3, bucket, "secret/")
+        for key in s3_objects(s3, bucket, "secret/")
         if "/data/" not in key
     ]
     assert len(bodies) >= 4  # manifests, run.json, the model and its result
