@@ -33,6 +33,13 @@ def _common(p: argparse.ArgumentParser, config: bool = True) -> None:
             help="override one config value (YAML syntax), repeatable: --set output.mode=overwrite",
         )
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    if config:
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="take over the output's lease even if another run renewed it recently "
+            "(only when you know that run is dead; see README, Reliability)",
+        )
     p.add_argument("--quiet", action="store_true", help="only warnings and the final result")
 
 
@@ -124,7 +131,10 @@ def _config(args):
     path = args.config
     if path is None and Path(DEFAULT_CONFIG).is_file():
         path = DEFAULT_CONFIG
-    return load_config(path, args.overrides)
+    overrides = list(args.overrides)
+    if getattr(args, "force", False):
+        overrides.append("output.take_over_lease=true")
+    return load_config(path, overrides)
 
 
 def _setup_logging(args) -> None:
@@ -155,12 +165,22 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _convert(config) -> tuple[dict, float]:
+def _convert(config, lease=None) -> tuple[dict, float]:
     from .spark_job import convert
 
     t0 = time.perf_counter()
-    meta = convert(config)
+    meta = convert(config, lease=lease)
     return meta, time.perf_counter() - t0
+
+
+def _lease(config, uri: str):
+    """This process's lease on ``uri`` for everything it writes there."""
+    from .lease import take
+    from .storage import Store, require_credentials
+
+    require_credentials([uri], "the run is there")
+    out = config.output
+    return take(Store(config.s3), uri, out.mode, out.take_over_lease, out.lease_timeout_s)
 
 
 def _conversion_rows(meta: dict, seconds: float) -> list[tuple[str, str]]:
@@ -189,7 +209,7 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def _train(config, run_uri: str, args) -> dict:
+def _train(config, run_uri: str, args, lease=None) -> dict:
     from .runinfo import load_run
     from .storage import Store, require_credentials
 
@@ -198,6 +218,10 @@ def _train(config, run_uri: str, args) -> dict:
     if backend == "none":
         raise JobError("training.backend is none: nothing to train")
     require_credentials([run_uri], "training reads the run there")
+    if lease is None:
+        load_run(run_uri, store)  # no committed run: say so before asking for the lease
+        with _lease(config, run_uri) as lease:
+            return _train(config, run_uri, args, lease)
     _, meta = load_run(run_uri, store, verify=True)
     if backend == "local":
         from .training.local import train_local
@@ -232,14 +256,18 @@ def cmd_train(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .preflight import check_paths
+
     config = _config(args)
-    log.info("stage 1/2: conversion (Spark)")
-    meta, seconds = _convert(config)
-    rows = _conversion_rows(meta, seconds)
-    if config.training.backend != "none":
-        log.info("stage 2/2: training (%s)", config.training.backend)
-        result = _train(config, config.output.path, args)
-        rows += _training_rows(result)
+    check_paths(config)
+    with _lease(config, config.output.path) as lease:  # one writer for both stages
+        log.info("stage 1/2: conversion (Spark)")
+        meta, seconds = _convert(config, lease)
+        rows = _conversion_rows(meta, seconds)
+        if config.training.backend != "none":
+            log.info("stage 2/2: training (%s)", config.training.backend)
+            result = _train(config, config.output.path, args, lease)
+            rows += _training_rows(result)
     print(f"\nSummary: {config.output.path}\n" + _table(rows))
     return 0
 
@@ -267,8 +295,12 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .interrupts import INTERRUPTS, Interrupted
+
     args = build_parser().parse_args(argv)
     _setup_logging(args)
+    if args.command in ("convert", "train", "run"):
+        INTERRUPTS.install()  # SIGINT/SIGTERM: cancel, clean up, one line, exit 130/143
     if args.command == "emr-step":
         from .emr import cmd_emr_step as handler
     else:
@@ -280,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        if args.debug:
+            raise
+        print(exc.message, file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

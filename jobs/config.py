@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,9 +17,9 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .storage import S3Settings
+from .runinfo import CHANNELS
+from .settings import S3Settings
 
-CHANNELS = ("train", "validation", "test")
 PREDICTOR_TYPES = ("binary_classifier", "multiclass_classifier", "regressor")
 
 
@@ -65,6 +66,8 @@ class OutputConfig:
     encoding: str = "auto"  # dense | sparse | auto
     max_shard_mb: int = 128
     shards: int | None = None  # an exact count per channel
+    lease_timeout_s: float = 600.0  # a lease not renewed for this long is stale
+    take_over_lease: bool = False  # --force: take over another run's lease even if fresh
 
 
 @dataclass
@@ -162,6 +165,52 @@ class JobConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class _Plain:
+    """A plain YAML scalar that YAML read as a bool or number, with the text as written: a
+    string setting keeps the text (``label: no`` is the column "no", ``path: 0755`` the path
+    "0755"), any other setting takes the value."""
+
+    value: object
+    text: str
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without the timestamp type (dates stay text); plain bools and numbers as _Plain."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag in ("bool", "int", "float"):
+    _base = yaml.SafeLoader.yaml_constructors[f"tag:yaml.org,2002:{_tag}"]
+
+    def _construct(loader, node, base=_base):
+        if re.fullmatch(r"[-+]?0[0-9_]+", node.value):  # YAML 1.1 octal: 012 is read as 12
+            value = int(node.value.replace("_", ""), 10)
+        else:
+            value = base(loader, node)
+        return _Plain(value, node.value) if node.style is None else value
+
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _construct)
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _values(value):
+    """The plain values of a parsed tree (for untyped settings such as hyperparameters)."""
+    if isinstance(value, _Plain):
+        return value.value
+    if isinstance(value, dict):
+        return {_values(k): _values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_values(v) for v in value]
+    return value
+
+
 _CHOICES = {
     "select.invalid": ("error", "drop", "zero"),
     "output.mode": ("error", "overwrite"),
@@ -189,11 +238,13 @@ def _build(cls, data, where: str):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+        got = _values(data)
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {got!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
+        key = _values(key)
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
@@ -226,17 +277,25 @@ def _coerce(hint, value, path: str):
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
     if hint is typing.Any:
-        return value
+        return _values(value)
+    if value is None:
+        if origin in (list, dict):
+            return origin()  # an empty YAML key: nothing listed
+        raise ConfigError(f"{path}: a value is required")
     if origin is list:
-        if isinstance(value, str):
+        if isinstance(value, (str, _Plain)):
             value = [value]  # one path or column is a list of one
         if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            raise ConfigError(f"{path}: expected a list, got {_values(value)!r}")
         return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, _Plain):
+        value = value.text if hint is str else value.value
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
+            raise ConfigError(f"{path}: expected a mapping, got {_values(value)!r}")
+        return {
+            str(_values(k)): _coerce(args[1], v, f"{path}.{_values(k)}") for k, v in value.items()
+        }
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -249,7 +308,7 @@ def _coerce(hint, value, path: str):
         return hint(value)
     if hint is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
+            raise ConfigError(f"{path}: expected a string, got {_values(value)!r}")
         return str(value)
     return value
 
@@ -273,7 +332,11 @@ def _set(tree: dict, dotted: str, raw: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {dotted}: {k!r} is not a section")
         node = child
-    node[keys[-1]] = yaml.safe_load(raw) if raw != "" else None
+    try:
+        node[keys[-1]] = _yaml(raw) if raw != "" else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"--set {dotted}={raw}: not valid YAML ({problem})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
@@ -281,11 +344,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
     tree: dict = {}
     if path is not None:
         try:
-            tree = yaml.safe_load(Path(path).read_text()) or {}
+            tree = _yaml(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a directory") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            where = getattr(exc, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"config file {path} is not valid YAML{line}: {problem}") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
@@ -294,6 +362,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
     config = _build(JobConfig, tree, "")
     check(config)
     return config
+
+
+def require_inputs(config: JobConfig) -> None:
+    """What a conversion needs beyond :func:`check` (train and inspect need no input)."""
+    if not config.channels():
+        raise ConfigError(
+            "input: nothing to read; set input.paths.train (and validation, test), or "
+            "input.path with input.split"
+        )
 
 
 def check(config: JobConfig) -> None:
@@ -322,6 +399,16 @@ def check(config: JobConfig) -> None:
     channels = config.channels()
     if channels and "train" not in channels:
         raise ConfigError("input: a 'train' channel is required")
+    for channel, paths in channels.items():
+        where = "input.path" if inp.split else f"input.paths.{channel}"
+        if not paths:
+            raise ConfigError(f"{where} is empty: list at least one Parquet file or folder")
+        if any(not p.strip() for p in paths):
+            raise ConfigError(f"{where} has an empty path")
+    if not config.output.path.strip():
+        raise ConfigError("output.path is empty: name a folder (local or s3://) for the run")
+    if config.output.lease_timeout_s <= 0:
+        raise ConfigError("output.lease_timeout_s must be positive")
     config.select.features.kind  # noqa: B018 - raises when more than one form is set
     if config.output.max_shard_mb < 1:
         raise ConfigError("output.max_shard_mb must be at least 1")

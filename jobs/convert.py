@@ -22,7 +22,8 @@ from . import codec
 from .errors import CodecError, InputError, StorageError
 from .runinfo import RunLayout, shard_name
 from .select import Rows, Selector, to_csr, to_dense
-from .storage import S3Settings, ShardWriter
+from .settings import S3Settings
+from .storage import ShardWriter, open_shard
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class TaskPlan:
     """Everything a task needs, pickled into its closure (settings only, never credentials)."""
 
     out: str
+    run_id: str  # in every shard's name: a run's cleanup removes exactly its own
     s3: S3Settings
     selector: Selector
     encoding: str  # dense | sparse
@@ -75,7 +77,7 @@ class _ChannelSink:
 
     def __init__(self, plan: TaskPlan, channel: str, partition: int):
         self.plan, self.channel, self.partition = plan, channel, partition
-        self.layout = RunLayout.at(plan.out)
+        self.layout = RunLayout.at(plan.out, plan.run_id)
         self.writer: ShardWriter | None = None
         self.roll = 0
         self.rows = 0
@@ -97,8 +99,8 @@ class _ChannelSink:
             self.roll += 1
             w = None
         if w is None:
-            self.key = shard_name(self.partition, self.roll)
-            w = self.writer = ShardWriter(self.layout.shard(self.channel, self.key), p.s3)
+            self.key = shard_name(self.partition, self.roll, p.run_id)
+            w = self.writer = open_shard(self.layout.shard(self.channel, self.key), p.s3)
         w.write(data)
         self.rows += n
         if rows.labels is not None and p.selector.predictor_type != "regressor":

@@ -15,8 +15,9 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .aws import S3_SCHEMES
 from .errors import InputError
-from .storage import S3_SCHEMES, S3Settings
+from .settings import S3Settings
 
 
 def filesystem(uri: str, s3: S3Settings) -> tuple[pafs.FileSystem, str]:

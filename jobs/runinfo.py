@@ -1,17 +1,27 @@
-"""The layout of a run at its output location, its commit, and reading it back. No Spark.
+"""The layout of a run at its output location, what there is provably ours, the commit, and
+reading a run back. No Spark.
 
-    <out>/data/<channel>/part-PPPPP-RRR.recordio   shards only (what S3Prefix training reads)
-    <out>/manifests/<channel>.manifest            SageMaker ManifestFile listing exactly those
-    <out>/run.json                                metadata; written last, so it is the commit
+    <out>/data/<channel>/part-PPPPP-RRR-<run>.recordio   shards only (what S3Prefix reads)
+    <out>/manifests/<channel>-<run>.manifest            SageMaker ManifestFile of exactly those
+    <out>/run.json                                      metadata, written last: the commit
+    <out>/training/...                                  training results of the committed run
+    <out>/_lease.json                                   while a run writes: who (see lease.py)
 
-A run without run.json was never committed: training refuses it.
+Every object a run writes carries its run id, so a run's cleanup removes exactly its own
+objects, and a new run can be written beside the one it replaces: ``overwrite`` swaps
+``run.json`` first and removes the previous run's objects after. Nothing is ever removed by a
+bare prefix: an object is ours only when its whole name fits this layout *and* the location
+carries a marker of this tool (its ``run.json`` or its lease).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import StorageError
 from .storage import Location, Store, manifest
@@ -20,24 +30,85 @@ log = logging.getLogger(__name__)
 
 FORMAT = "sagemaker-shards/1"
 METADATA = "run.json"
-OURS = ("data", "manifests", METADATA, "training")  # what overwrite removes and error refuses
+LEASE = "_lease.json"
+CHANNELS = ("train", "validation", "test")
+RUN_ID = r"\d{8}-\d{6}-[0-9a-f]{6}"
+JOB_NAME = r"[a-zA-Z0-9](?:-*[a-zA-Z0-9]){0,62}"
+_CH = "(?:" + "|".join(CHANNELS) + ")"
+_OURS = [
+    ("metadata", re.compile(re.escape(METADATA))),
+    ("lease", re.compile(re.escape(LEASE))),
+    ("manifest", re.compile(rf"manifests/{_CH}(?:-(?P<run>{RUN_ID}))?\.manifest")),
+    ("shard", re.compile(rf"data/{_CH}/part-\d{{5}}-\d{{3}}(?:-(?P<run>{RUN_ID}))?\.recordio")),
+    ("training", re.compile(r"training/local/(?:model\.pkl|result\.json)")),
+    ("training", re.compile(rf"training/(?P<job>{JOB_NAME})\.json")),
+    ("job-output", re.compile(rf"training/sagemaker/(?P<job>{JOB_NAME})/.+")),
+]
+_TEMP = re.compile(r"(?P<name>.+)\.[0-9a-f]{32}\.tmp")  # storage.local.temp_name
 
 
-def shard_name(partition: int, roll: int) -> str:
-    return f"part-{partition:05d}-{roll:03d}.recordio"
+def new_run_id() -> str:
+    """Sortable by start time, unique: ``20261126-053406-3fa2c1``."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def shard_name(partition: int, roll: int, run_id: str) -> str:
+    return f"part-{partition:05d}-{roll:03d}-{run_id}.recordio"
+
+
+@dataclass(frozen=True)
+class Owned:
+    """An object that fits our layout: its kind and the run or training job it belongs to."""
+
+    loc: Location
+    kind: str  # metadata | lease | manifest | shard | training | job-output
+    run_id: str | None = None
+    job: str | None = None
+    temp: bool = False
+
+
+def classify(rel: str, loc: Location) -> Owned | None:
+    """What ``rel`` (a key below the run's root) is in our layout, or None: not ours."""
+    temp = _TEMP.fullmatch(rel)
+    name = temp.group("name") if temp else rel
+    for kind, pattern in _OURS:
+        m = pattern.fullmatch(name)
+        if m:
+            groups = m.groupdict()
+            return Owned(loc, kind, groups.get("run"), groups.get("job"), temp is not None)
+    return None
+
+
+@dataclass
+class Survey:
+    """Everything at a run's location, sorted into ours and not ours."""
+
+    ours: list[Owned] = field(default_factory=list)
+    foreign: list[Location] = field(default_factory=list)
+    metadata: dict | None = None  # the committed run.json, when it is one of ours
+
+    def describe_foreign(self, root: Location) -> str:
+        shown = ", ".join(loc.uri for loc in self.foreign[:3])
+        more = f" and {len(self.foreign) - 3:,} more" if len(self.foreign) > 3 else ""
+        return (
+            f"output.path {root.uri} holds {_objects(len(self.foreign))} this tool did not "
+            f"write ({shown}{more}), so output.mode: overwrite will not work there; write to "
+            "an empty location or a new subfolder (nothing was changed)"
+        )
 
 
 @dataclass(frozen=True)
 class RunLayout:
     root: Location
+    run_id: str | None = None  # the run being written; None when reading one back
 
     @classmethod
-    def at(cls, uri: str) -> RunLayout:
-        return cls(Location.parse(uri))
+    def at(cls, uri: str, run_id: str | None = None) -> RunLayout:
+        return cls(Location.parse(uri), run_id)
 
     @property
     def shards(self) -> Location:
-        """Where every channel's shards live: what a failed run's cleanup removes."""
+        """Where every channel's shards live."""
         return self.root.join("data")
 
     def data(self, channel: str) -> Location:
@@ -47,57 +118,133 @@ class RunLayout:
         return self.data(channel).join(key)
 
     def manifest(self, channel: str) -> Location:
-        return self.root.join("manifests", f"{channel}.manifest")
+        return self.root.join("manifests", f"{channel}-{self.run_id}.manifest")
 
     @property
     def metadata(self) -> Location:
         return self.root.join(METADATA)
 
+    @property
+    def lease(self) -> Location:
+        return self.root.join(LEASE)
+
     def result(self, name: str) -> Location:
         return self.root.join("training", name)
 
-    def existing(self, store: Store) -> list[Location]:
-        found = []
-        for part in OURS:
-            found += [loc for loc, _ in store.list(self.root.join(part))]
-        return found
+    # -- what is there ---------------------------------------------------------------------
+    def survey(self, store: Store) -> Survey:
+        found = store.list(self.root)
+        if len(found) == 1 and found[0][0] == self.root:
+            raise StorageError(f"output.path {self.root.uri} is a file, not a folder")
+        out = Survey()
+        jobs = set()
+        for loc, _ in found:
+            owned = classify(loc.relative(self.root), loc)
+            if owned is not None and owned.kind == "metadata" and not owned.temp:
+                out.metadata = _our_metadata(store, loc)
+                if out.metadata is None:
+                    owned = None  # someone else's run.json
+            if owned is None:
+                out.foreign.append(loc)
+            else:
+                out.ours.append(owned)
+                if owned.kind == "training" and owned.job:
+                    jobs.add(owned.job)
+        # a training job's output folder is ours when we recorded that job
+        for owned in [o for o in out.ours if o.kind == "job-output" and o.job not in jobs]:
+            out.ours.remove(owned)
+            out.foreign.append(owned.loc)
+        out.foreign.sort()
+        return out
 
-    def prepare(self, store: Store, mode: str) -> None:
-        """Apply the write mode before anything is written."""
-        existing = self.existing(store)
-        if not existing:
-            return
-        if mode == "error":
-            committed = any(loc == self.metadata for loc in existing)
-            what = "a committed run" if committed else "an uncommitted run's files"
-            raise StorageError(
-                f"{self.root.uri} already holds {what} ({len(existing)} objects, e.g. "
-                f"{existing[0].uri}); set output.mode: overwrite to replace it"
+    def prepare(self, store: Store, mode: str, marker: str | None = None) -> list[Location]:
+        """Check the destination before anything is written; returns the objects of a
+        previous run that ``overwrite`` replaces once this run commits.
+
+        ``marker`` is the run id of a lease this run took over: besides a committed
+        ``run.json``, the proof that what fits our layout here was written by this tool."""
+        survey = self.survey(store)
+        if survey.foreign:
+            if mode == "overwrite":  # never in a folder shared with other files
+                raise StorageError(survey.describe_foreign(self.root))
+            log.warning(
+                "output.path %s also holds %s this tool did not write (e.g. %s); they stay "
+                "as they are, and output.mode: overwrite will refuse this location",
+                self.root.uri,
+                _objects(len(survey.foreign)),
+                survey.foreign[0].uri,
             )
-        removed = sum(store.delete(self.root.join(part)) for part in OURS)
-        log.info("output.mode=overwrite: removed %d objects of the previous run", removed)
+        # the lease (and a contender's temp file of it, there for an instant) is not a run's
+        previous = [o for o in survey.ours if o.kind != "lease"]
+        if not previous:
+            return []
+        meta = survey.metadata
+        if mode == "error":
+            what = (
+                f"a committed run ({meta.get('run_id') or 'no run id'}, committed "
+                f"{meta.get('committed', '?')})"
+                if meta
+                else f"{_objects(len(previous))} of an uncommitted run (e.g. {previous[0].loc.uri})"
+            )
+            raise StorageError(
+                f"{self.root.uri} already holds {what}; set output.mode: overwrite to replace it"
+            )
+        if meta is None and marker is None:
+            raise StorageError(
+                f"{self.root.uri} holds {_objects(len(previous))} named like this tool's "
+                f"(e.g. {previous[0].loc.uri}) but no run.json or lease of this tool marks "
+                "them as a run: remove them yourself or write elsewhere (nothing was changed)"
+            )
+        replaced = [o.loc for o in previous if o.kind != "metadata"]  # run.json: rewritten
+        log.info(
+            "output.mode=overwrite: the previous run (%s and its run.json) is replaced once "
+            "this run commits",
+            _objects(len(replaced)),
+        )
+        return replaced
 
-    def discard(self, store: Store) -> None:
-        """Remove the shards of a run that failed before its commit, finished or not."""
-        store.abort_pending(self.shards)
-        removed = store.delete(self.shards)
-        if removed:
-            log.info("removed %d uncommitted shards under %s", removed, self.shards.uri)
+    # -- this run's own objects --------------------------------------------------------------
+    def owns(self, key: str) -> bool:
+        """``key`` (absolute, as listed) is an object, temp file or upload of this run."""
+        loc = Location(self.root.scheme, self.root.bucket, key)
+        try:
+            owned = classify(loc.relative(self.root), loc)
+        except ValueError:
+            return False
+        return owned is not None and owned.run_id is not None and owned.run_id == self.run_id
 
-    def commit(self, store: Store, metadata: dict) -> None:
-        """Manifests first, metadata last: a reader that sees run.json sees a whole run.
+    def discard(self, store: Store) -> int:
+        """Remove what this run wrote before its commit, finished or not; nothing else."""
+        aborted = store.abort_pending(self.shards, owned=self.owns)
+        mine = [
+            loc
+            for prefix in (self.shards, self.root.join("manifests"))
+            for loc, _ in store.list(prefix)
+            if self.owns(loc.key)
+        ]
+        store.delete(mine, keep_dirs=self.root)
+        if mine or aborted:
+            log.info(
+                "removed %s and %d unfinished writes of run %s",
+                _objects(len(mine)),
+                aborted,
+                self.run_id,
+            )
+        return len(mine)
 
-        Spark has finished every task by now, but attempts it killed (speculative losers, lost
-        executors) may have left unfinished uploads or temp files: those go first, then any
-        shard no successful attempt reported."""
-        store.abort_pending(self.shards)
+    def commit(self, store: Store, metadata: dict, before_commit=None) -> None:
+        """Manifests first, run.json last: a reader that sees run.json sees a whole run.
+
+        Spark has finished every task, but attempts it killed (speculative losers, lost
+        executors) may have left unfinished writes, and a failed attempt may have written a
+        roll no successful one reported: those go first."""
+        store.abort_pending(self.shards, owned=self.owns)
         for channel, info in metadata["channels"].items():
             keys = [s["key"] for s in info["shards"]]
-            written = {loc.key for loc, _ in store.list(self.data(channel))}
+            written = {loc.key for loc, _ in store.list(self.data(channel)) if self.owns(loc.key)}
             expected = {self.shard(channel, k).key for k in keys}
-            stray = written - expected
-            for key in sorted(stray):  # e.g. a roll of an attempt that later failed
-                store.delete(Location(self.root.scheme, self.root.bucket, key))
+            stray = sorted(written - expected)
+            store.delete([Location(self.root.scheme, self.root.bucket, k) for k in stray])
             missing = expected - written
             if missing:
                 raise StorageError(
@@ -107,12 +254,44 @@ class RunLayout:
             store.put_json(self.manifest(channel), manifest(self.data(channel), keys))
             info["manifest"] = self.manifest(channel).uri
             info["data_prefix"] = self.data(channel).uri.rstrip("/") + "/"
+        metadata["run_id"] = self.run_id
         metadata["committed"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if before_commit is not None:
+            before_commit()  # e.g. the lease: is this run still the writer?
         store.put_json(self.metadata, metadata)
+
+    def remove_replaced(self, store: Store, replaced: list[Location]) -> None:
+        """After the commit: the previous run's objects. A failure here leaves them for the
+        next overwrite (they are not this run's, and nothing lists them), never an error."""
+        if not replaced:
+            return
+        try:
+            store.delete(list(replaced), keep_dirs=self.root)
+            log.info("replaced the previous run: removed %s", _objects(len(replaced)))
+        except Exception as exc:
+            log.warning(
+                "committed, but could not remove %s of the replaced run (%s); the next "
+                "overwrite removes them",
+                _objects(len(replaced)),
+                exc,
+            )
+
+
+def _our_metadata(store: Store, loc: Location) -> dict | None:
+    try:
+        meta = json.loads(store.get(loc))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def _objects(n: int) -> str:
+    return "1 object" if n == 1 else f"{n:,} objects"
 
 
 def load_run(uri: str, store: Store, verify: bool = False) -> tuple[RunLayout, dict]:
-    """A committed run's layout and metadata; ``verify`` checks every shard's size on storage."""
+    """A committed run's layout and metadata; ``verify`` checks every shard's size on storage
+    and that its folder holds no other shard of the same run."""
     layout = RunLayout.at(uri)
     if not store.exists(layout.metadata):
         pending = [loc for loc, _ in store.list(layout.shards)]
@@ -120,12 +299,17 @@ def load_run(uri: str, store: Store, verify: bool = False) -> tuple[RunLayout, d
         raise StorageError(
             f"{layout.root.uri} holds no committed run: {layout.metadata.uri} is missing{extra}"
         )
-    meta = store.get_json(layout.metadata)
-    if meta.get("format") != FORMAT:
-        raise StorageError(f"{layout.metadata.uri} is not a {FORMAT} run ({meta.get('format')!r})")
+    meta = _our_metadata(store, layout.metadata)
+    if meta is None:
+        raise StorageError(f"{layout.metadata.uri} is not the metadata of a {FORMAT} run")
+    layout = RunLayout(layout.root, meta.get("run_id"))
     if verify:
         for channel, info in meta["channels"].items():
-            sizes = {loc.key: size for loc, size in store.list(layout.data(channel))}
+            sizes = {
+                loc.key: size
+                for loc, size in store.list(layout.data(channel))
+                if layout.run_id is None or layout.owns(loc.key)
+            }
             for shard in info["shards"]:
                 key = layout.shard(channel, shard["key"]).key
                 if key not in sizes:
@@ -137,7 +321,7 @@ def load_run(uri: str, store: Store, verify: bool = False) -> tuple[RunLayout, d
                     )
             if len(sizes) != len(info["shards"]):
                 raise StorageError(
-                    f"channel {channel}: {len(sizes)} objects under {layout.data(channel).uri}, "
-                    f"the manifest lists {len(info['shards'])}"
+                    f"channel {channel}: {len(sizes)} shards of this run under "
+                    f"{layout.data(channel).uri}, the manifest lists {len(info['shards'])}"
                 )
     return layout, meta

@@ -9,7 +9,8 @@ import sys
 from urllib.parse import urlparse
 
 from .config import SparkConfig
-from .storage import S3Settings
+from .interrupts import INTERRUPTS
+from .settings import S3Settings
 
 log = logging.getLogger(__name__)
 
@@ -74,4 +75,6 @@ def spark_session(spark: SparkConfig, s3: S3Settings, batch_rows: int = 8192):
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
+    if INTERRUPTS.installed:  # a new SparkContext just put PySpark's SIGINT handler back
+        INTERRUPTS.install()
     return session

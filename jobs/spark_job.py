@@ -24,10 +24,13 @@ import pyarrow as pa
 from . import __version__, codec, parquet
 from .config import JobConfig
 from .convert import TaskPlan, write_partition
-from .errors import CodecError, ConfigError, InputError, JobError
+from .errors import CodecError, ConfigError, InputError, JobError, StorageError
+from .interrupts import INTERRUPTS
+from .lease import Lease, take
+from .preflight import check_paths
 from .runinfo import FORMAT, RunLayout
 from .select import FEATURES, LABEL, Selector, Untranslatable, arrow_expression, referenced_columns
-from .storage import Store, require_credentials
+from .storage import Location, Store, require_credentials
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,21 @@ def resolve_features(config: JobConfig, columns: list[Column], label_columns: li
         names = [c.name for c in columns if c.kind == "numeric" and c.name not in label_columns]
         if not names:
             raise InputError("no numeric feature columns besides the label's")
+    unknown = [c for c in spec.exclude if c not in by_name]
+    if unknown:
+        raise InputError(
+            f"select.features.exclude: {_columns(len(unknown))} not in the input: "
+            f"{', '.join(map(repr, unknown[:10]))}"
+        )
+    if kind == "numeric":
+        left_out = [c for c in columns if c.kind != "numeric" and c.name not in label_columns]
+        if left_out:
+            log.info(
+                "features: %d numeric columns; left out as not numeric: %s",
+                len(names),
+                ", ".join(f"{c.name!r} ({c.type})" for c in left_out[:20])
+                + (f" and {len(left_out) - 20} more" if len(left_out) > 20 else ""),
+            )
     names = [n for n in names if n not in spec.exclude]
     if kind != "numeric":
         clash = [n for n in names if n in label_columns]
@@ -186,12 +204,22 @@ def choose_path(config: JobConfig, have_dataframe: bool) -> ReadPlan:
 class Conversion:
     """One run of the job: holds the plan, the session and what tasks reported."""
 
-    def __init__(self, config: JobConfig, spark=None, dataframe=None):
+    def __init__(
+        self,
+        config: JobConfig,
+        spark,
+        dataframe,
+        store: Store,
+        lease: Lease,
+        replaced: list[Location],
+    ):
         self.config = config
         self.spark = spark
         self.dataframe = dataframe
-        self.store = Store(config.s3)
-        self.layout = RunLayout.at(config.output.path)
+        self.store = store
+        self.lease = lease
+        self.layout = RunLayout.at(config.output.path, lease.run_id)
+        self.replaced = replaced
         self.plan = choose_path(config, dataframe is not None)
 
     # -- planning ------------------------------------------------------------------------
@@ -247,8 +275,6 @@ class Conversion:
     def run(self) -> dict:
         cfg = self.config
         t0 = time.perf_counter()
-        inputs = [] if self.dataframe is not None else sum(cfg.channels().values(), [])
-        require_credentials([cfg.output.path, *inputs], "the conversion reads or writes it")
         if self.plan.path == "direct":
             schema, tasks = self._direct_tasks()
             if tasks is None:
@@ -278,6 +304,7 @@ class Conversion:
         selector = self._selector(form, names, d)
         plan = TaskPlan(
             out=cfg.output.path,
+            run_id=self.layout.run_id,
             s3=cfg.s3,
             selector=selector,
             encoding=encoding,
@@ -286,26 +313,33 @@ class Conversion:
             split=dict(cfg.input.split),
             seed=cfg.input.seed,
         )
-        self.layout.prepare(self.store, cfg.output.mode)
+        sc = self.spark.sparkContext
+        ran = False
         try:
-            if self.plan.path == "direct":
-                infos = self._run_direct(plan, tasks, projection)
-            else:
-                infos = self._run_spark(plan, frames)
+            self.lease.on_lost(sc.cancelAllJobs)
+            with INTERRUPTS.deferred(cancel=sc.cancelAllJobs):
+                ran = True
+                if self.plan.path == "direct":
+                    infos = self._run_direct(plan, tasks, projection)
+                else:
+                    infos = self._run_spark(plan, frames)
+            self.lease.check()
+            INTERRUPTS.raise_if_interrupted()
             metadata = self._metadata(infos, d, encoding, density, form, names)
             metadata["seconds"] = round(time.perf_counter() - t0, 3)
-            self.layout.commit(self.store, metadata)
+            with INTERRUPTS.deferred():  # a commit is never left half-done
+                self.layout.commit(self.store, metadata, before_commit=self.lease.renew)
         except BaseException as exc:
-            self.layout.discard(self.store)
-            if isinstance(exc, Exception) and not isinstance(exc, JobError):
-                # the Spark job failed: attempts it cancelled may write until their Python
-                # workers are killed (spark.python.task.killTimeout), so clean up once more
-                time.sleep(KILLED_ATTEMPT_GRACE_S)
-                self.layout.discard(self.store)
+            with INTERRUPTS.deferred():
+                self._clean_up(ran and not isinstance(exc, JobError))
+            why = "the conversion was cancelled and its files removed; nothing was committed"
+            INTERRUPTS.raise_if_interrupted(why)
+            self.lease.check()
             raise
+        self.layout.remove_replaced(self.store, self.replaced)
         if self.spark.conf.get("spark.speculation", "false") == "true":
-            time.sleep(KILLED_ATTEMPT_GRACE_S)  # the same for speculative attempts that lost
-            self.store.abort_pending(self.layout.shards)
+            time.sleep(KILLED_ATTEMPT_GRACE_S)  # speculative attempts that lost may still write
+            self.store.abort_pending(self.layout.shards, owned=self.layout.owns)
         for channel, info in metadata["channels"].items():
             log.info(
                 "channel %s: %d rows, %d shards, %.1f MB",
@@ -314,8 +348,17 @@ class Conversion:
                 len(info["shards"]),
                 info["bytes"] / 1e6,
             )
-        log.info("committed %s", self.layout.metadata.uri)
+        log.info("committed %s (run %s)", self.layout.metadata.uri, self.layout.run_id)
+        INTERRUPTS.raise_if_interrupted(f"the run was committed at {self.layout.root.uri}")
         return metadata
+
+    def _clean_up(self, after_spark_job: bool) -> None:
+        """Remove this run's own objects; after a Spark job, once more when the attempts it
+        cancelled are gone (their Python workers get spark.python.task.killTimeout)."""
+        self.layout.discard(self.store)
+        if after_spark_job:
+            time.sleep(KILLED_ATTEMPT_GRACE_S)
+            self.layout.discard(self.store)
 
     def _check_label_columns(self, columns, label_columns):
         names = {c.name for c in columns}
@@ -578,20 +621,36 @@ def _task_logging() -> None:
         root.setLevel(os.environ.get("JOBS_TASK_LOG_LEVEL", "INFO"))
 
 
-def convert(config: JobConfig, spark=None, dataframe=None) -> dict:
-    """Run the conversion; returns the committed run's metadata. Raises JobError subclasses."""
-    if spark is None:
-        from .session import spark_session
+def convert(config: JobConfig, spark=None, dataframe=None, lease: Lease | None = None) -> dict:
+    """Run the conversion; returns the committed run's metadata. Raises JobError subclasses,
+    or Interrupted on SIGINT/SIGTERM (with the run's files removed).
 
-        spark = spark_session(config.spark, config.s3, config.read.batch_rows)
+    Before Spark starts: the paths, credentials, the lease (``lease``, when the caller holds
+    one for more than this conversion) and what is at the output already."""
+    check_paths(config, inputs=dataframe is None)
+    inputs = [] if dataframe is not None else sum(config.channels().values(), [])
+    require_credentials([config.output.path, *inputs], "the conversion reads or writes it")
+    store = Store(config.s3)
+    own_lease = lease is None
+    if own_lease:
+        out = config.output
+        lease = take(store, out.path, out.mode, out.take_over_lease, out.lease_timeout_s)
     try:
-        return Conversion(config, spark, dataframe).run()
-    except JobError:
+        layout = RunLayout.at(config.output.path, lease.run_id)
+        taken_over = lease.previous.run_id if lease.previous else None
+        replaced = layout.prepare(store, config.output.mode, marker=taken_over)
+        if spark is None:
+            from .session import spark_session
+
+            spark = spark_session(config.spark, config.s3, config.read.batch_rows)
+        return Conversion(config, spark, dataframe, store, lease, replaced).run()
+    except (JobError, KeyboardInterrupt):
         raise
     except Exception as exc:  # Py4J/Spark errors: what failed and why, in one line
-        from .errors import StorageError
-
         raise StorageError(f"the conversion failed: {spark_failure(str(exc))}") from exc
+    finally:
+        if own_lease:
+            lease.release()
 
 
 def spark_failure(text: str) -> str:

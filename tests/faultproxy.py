@@ -67,7 +67,8 @@ class Seen:
 class Fault:
     """Fire on the ``nth`` request of ``op`` whose key contains ``key``, ``times`` times in a
     row. action: error (HTTP 500) | reset (close without answering) | kill (SIGKILL the sender,
-    then close) | delay (``seconds``, then forward) | call (``call(seen)``, then close)."""
+    then close) | delay (``seconds``, then forward) | call (``call(seen)``, then close, or
+    forward when ``forward``)."""
 
     op: str
     action: str
@@ -76,6 +77,7 @@ class Fault:
     times: int = 1
     seconds: float = 0.0
     call: Callable[[Seen], None] | None = None
+    forward: bool = False  # call: then forward the request instead of closing
     matched: int = 0
     fired: list[Seen] = field(default_factory=list)
 
@@ -159,6 +161,8 @@ class FaultProxy:
                 return
             if fault.action == "delay":
                 time.sleep(fault.seconds)
+            elif fault.action == "call" and fault.forward:
+                fault.call(seen)
             else:
                 if fault.action == "kill" and seen.pid is not None:
                     os.kill(seen.pid, signal.SIGKILL)

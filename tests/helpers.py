@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import numpy as np
@@ -69,6 +70,19 @@ def read_run(uri: str, store: Store | None = None, channel: str = "train"):
     batch = codec.concat_batches(batches)
     x = batch.to_dense() if isinstance(batch, codec.SparseBatch) else batch.features
     return x, batch.labels, meta
+
+
+def shard_id(key: str) -> str:
+    """A shard's name without its run id (``part-00000-000``): what two runs of the same
+    input share."""
+    return re.sub(r"-\d{8}-\d{6}-[0-9a-f]{6}(?=\.recordio$)", "", key)
+
+
+def relative_key(uri: str, bucket: str) -> str:
+    """The S3 key of an ``s3://bucket/key`` URI."""
+    prefix = f"s3://{bucket}/"
+    assert uri.startswith(prefix), uri
+    return uri[len(prefix) :]
 
 
 def sorted_rows(x: np.ndarray, labels=None) -> np.ndarray:

@@ -213,6 +213,12 @@ CASES = [
         "2^29-byte record limit; use output.encoding: sparse",
         {"select.label": "y", "select.features.vector": "v", "output.encoding": "dense"},
     ),
+    Case(
+        "exclude-names-no-column",
+        numbers,
+        "select.features.exclude: 1 column is not in the input: 'c'",
+        {"select.features.exclude": "[a, c]"},
+    ),
     Case("missing-path", missing, "input path {src} does not exist"),
     Case(
         "corrupt-parquet",

@@ -65,3 +65,134 @@ def test_bad_values_are_named(override, message):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+# -- footguns: what --set and YAML would otherwise turn into something else -------------------
+
+
+@pytest.mark.parametrize(
+    "override, field, expected",
+    [
+        ("select.label=no", ("select", "label"), "no"),  # the column "no", not False
+        ("select.label=Yes", ("select", "label"), "Yes"),
+        ("output.path=0755", ("output", "path"), "0755"),  # the path, not 493
+        ("output.path=1e3", ("output", "path"), "1e3"),
+        ("select.features.columns=[on, 010]", ("select", "features", "columns"), ["on", "010"]),
+        ("training.sagemaker.tags={team: no, cost: 012}", ("training", "sagemaker", "tags"),
+         {"team": "no", "cost": "012"}),
+        ("select.label=null", ("select", "label"), None),  # unlabelled: the YAML null
+        ("output.shards=012", ("output", "shards"), 12),  # numbers stay numbers
+        ("training.hyperparameters.use_bias=no", ("training", "hyperparameters"),
+         {"epochs": 15, "mini_batch_size": 100, "use_bias": False}),
+    ],
+)  # fmt: skip
+def test_string_settings_keep_the_text_as_typed(override, field, expected):
+    cfg = load_config(REPO_CONF, [override])
+    value = cfg
+    for name in field:
+        value = getattr(value, name)
+    assert value == expected
+
+
+def test_yaml_files_keep_string_text_too(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("input:\n  paths:\n    train: [2024-01-01, off]\nselect:\n  label: n\n")
+    cfg = load_config(conf)
+    assert cfg.input.paths == {"train": ["2024-01-01", "off"]} and cfg.select.label == "n"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("output.path=", "output.path: a value is required"),
+        ("output.path=''", "output.path is empty: name a folder (local or s3://) for the run"),
+        ("output.mode=", "output.mode: a value is required"),
+        ("select.features.columns=[a", "--set select.features.columns=[a: not valid YAML ("),
+        ("input.paths.train=[]", "input.paths.train is empty: list at least one Parquet file"),
+        ("input.paths.train=['']", "input.paths.train has an empty path"),
+        ("output.lease_timeout_s=0", "output.lease_timeout_s must be positive"),
+    ],
+)
+def test_footguns_are_refused_by_name(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(REPO_CONF, [override])
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_broken_config_file_is_one_line_with_its_line_number(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("input:\n  paths:\n    train: [a\nselect: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(conf)
+    assert str(info.value).startswith(f"config file {conf} is not valid YAML (line 4): ")
+    assert "\n" not in str(info.value)
+
+
+# -- paths, before Spark starts --------------------------------------------------------------
+
+
+def _paths(**settings):
+    from jobs.preflight import check_paths
+
+    cfg = load_config(None, [f"{k}={v}" for k, v in settings.items()])
+    check_paths(cfg)
+
+
+def test_no_input_is_refused():
+    with pytest.raises(ConfigError, match="input: nothing to read; set input.paths.train"):
+        _paths(**{"output.path": "out"})
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ("[s3://b/in/a.parquet, s3a://b/in/a.parquet]",
+         "input.paths.train lists s3a://b/in/a.parquet twice (s3://b/in/a.parquet)"),
+        ("[s3://b/in/, s3://b/in/a.parquet]",
+         "input.paths.train: s3://b/in/a.parquet is inside s3://b/in/, so its rows would be "
+         "read twice"),
+    ],
+)  # fmt: skip
+def test_an_input_listed_twice_is_refused(inputs, message):
+    with pytest.raises(ConfigError) as info:
+        _paths(**{"input.paths.train": inputs, "output.path": "s3://b/out"})
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "inp, out, message",
+    [
+        ("s3a://b/proj/in", "s3://b/proj",
+         "input.paths.train s3a://b/proj/in is inside output.path s3://b/proj: the output must "
+         "not hold the input (overwrite and cleanup work there); write the run elsewhere"),
+        ("s3://b/proj/", "s3a://b/proj/out/",
+         "output.path s3a://b/proj/out/ is inside input.paths.train s3://b/proj/: a later run "
+         "would read its shards as Parquet; write the run elsewhere"),
+        ("s3://b/in/*.parquet", "s3://b/in/out", "output.path s3://b/in/out is inside"),
+        ("s3://b/proj-in", "s3://b/proj", None),  # siblings by name only: fine
+    ],
+)  # fmt: skip
+def test_input_and_output_must_not_overlap_on_s3(inp, out, message):
+    settings = {"input.paths.train": inp, "output.path": out}
+    if message is None:
+        _paths(**settings)
+        return
+    with pytest.raises(ConfigError) as info:
+        _paths(**settings)
+    assert str(info.value).startswith(message)
+
+
+def test_input_and_output_must_not_overlap_through_a_symlink(tmp_path):
+    (tmp_path / "data" / "in").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    with pytest.raises(ConfigError, match="is inside output.path"):
+        _paths(**{"input.paths.train": tmp_path / "link" / "in", "output.path": tmp_path / "data"})
+    with pytest.raises(ConfigError, match="is inside input.paths.train"):
+        _paths(**{"input.paths.train": tmp_path / "data", "output.path": tmp_path / "link" / "o"})
+
+
+def test_an_output_path_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "out.csv").write_text("x")
+    with pytest.raises(ConfigError, match=r"output.path .*out.csv is an existing file"):
+        _paths(**{"input.paths.train": tmp_path / "in", "output.path": tmp_path / "out.csv"})

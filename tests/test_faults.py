@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,12 +32,15 @@ from helpers import (
     free_port,
     pending_uploads,
     read_run,
+    relative_key,
     s3_objects,
+    shard_id,
     sorted_rows,
     write_columns,
 )
 
 from jobs.errors import StorageError
+from jobs.lease import LeaseHeld
 from jobs.runinfo import load_run
 from jobs.spark_job import convert
 from jobs.storage import Store
@@ -90,8 +94,10 @@ def baseline(spark, data, fault_bucket, moto_server):
 
 
 def _shards(meta):
+    """(name without the run id, rows, bytes, sha256) per shard: equal for equal runs."""
     return [
-        (s["key"], s["rows"], s["bytes"], s["sha256"]) for s in meta["channels"]["train"]["shards"]
+        (shard_id(s["key"]), s["rows"], s["bytes"], s["sha256"])
+        for s in meta["channels"]["train"]["shards"]
     ]
 
 
@@ -102,12 +108,13 @@ def assert_committed_like(s3, bucket, prefix, baseline_meta, data):
     uri = f"s3://{bucket}/{prefix}"
     _, meta = load_run(uri, store, verify=True)
     assert _shards(meta) == _shards(baseline_meta)
-    for key, _, _, sha in _shards(meta):
-        body = s3.get_object(Bucket=bucket, Key=f"{prefix}/data/train/{key}")["Body"].read()
+    shard_keys = [f"{prefix}/data/train/{s['key']}" for s in meta["channels"]["train"]["shards"]]
+    for key, (_, _, _, sha) in zip(shard_keys, _shards(meta)):
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         assert hashlib.sha256(body).hexdigest() == sha
-    shard_keys = [f"{prefix}/data/train/{k}" for k, *_ in _shards(meta)]
+    manifest = relative_key(meta["channels"]["train"]["manifest"], bucket)
     assert sorted(s3_objects(s3, bucket, f"{prefix}/")) == sorted(
-        [*shard_keys, f"{prefix}/manifests/train.manifest", f"{prefix}/run.json"]
+        [*shard_keys, manifest, f"{prefix}/run.json"]
     )
     assert not pending_uploads(s3, bucket)
     _, x, y = data
@@ -201,7 +208,12 @@ def test_driver_killed_before_commit_leaves_no_run(
     assert driver.returncode == -signal.SIGKILL, output
     assert len(fault.fired) == 1
     keys = sorted(s3_objects(s3, fault_bucket, f"{prefix}/"))
-    assert keys and all(k.startswith(f"{prefix}/data/train/") for k in keys)  # shards only
+    lease = f"{prefix}/_lease.json"  # the dead driver's, never released
+    shards = [k for k in keys if k != lease]
+    assert lease in keys and shards
+    assert all(k.startswith(f"{prefix}/data/train/") for k in shards)  # shards only
+    holder = json.loads(s3.get_object(Bucket=fault_bucket, Key=lease)["Body"].read())
+    assert holder["pid"] == driver.pid and all(holder["run_id"] in k for k in shards)
 
     # train refuses it, naming what is there
     trainer = _cli(
@@ -211,17 +223,20 @@ def test_driver_killed_before_commit_leaves_no_run(
     assert trainer.returncode == 2, text
     assert (
         f"error: {out} holds no committed run: {out}/run.json is missing "
-        f"({len(keys)} uncommitted shards are there)"
+        f"({len(shards)} uncommitted shards are there)"
     ) in text
 
-    # mode error refuses the destination; overwrite cleans it and commits the same bytes
+    # mode error refuses the dead run's lease, naming it and how to take it over; overwrite
+    # takes it over, replaces what that run left and commits the same bytes
     direct = {k: v for k, v in settings.items() if k != "spark.master"}
-    with pytest.raises(StorageError) as info:
+    with pytest.raises(LeaseHeld) as info:
         convert(config(**direct | {"output.mode": "error"}), spark)
-    assert str(info.value) == (
-        f"{out} already holds an uncommitted run's files ({len(keys)} objects, e.g. "
-        f"{out}/data/train/part-00000-000.recordio); set output.mode: overwrite to replace it"
-    )
+    assert re.fullmatch(
+        rf"{out} is leased to run {holder['run_id']} \(pid {driver.pid} on [^,]+, user [^,]+, "
+        r"started [0-9T:Z-]+, renewed \d+ s ago\), but its process is gone: rerun with "
+        r"output.mode: overwrite to take it over and replace what that run left, or with --force",
+        str(info.value),
+    ), str(info.value)
     convert(config(**direct | {"output.mode": "overwrite"}), spark)
     assert_committed_like(s3, fault_bucket, prefix, baseline["direct"], data)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,10 +65,9 @@ def test_spark_submit_runs_the_packaged_job(dist, tmp_path):
     assert "committed" in run.stdout and "1,257 rows" in run.stdout
     out = tmp_path / "out"
     assert (out / "run.json").is_file()
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
     assert sorted(p.name for p in (out / "manifests").iterdir()) == [
-        "test.manifest",
-        "train.manifest",
-        "validation.manifest",
+        f"{c}-{run_id}.manifest" for c in ("test", "train", "validation")
     ]
     # the job ran from the packaged wheel, not this source tree
     probe = subprocess.run(

@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from helpers import config, pending_uploads, read_run, sorted_rows, write_columns
+from helpers import config, pending_uploads, read_run, relative_key, sorted_rows, write_columns
 
 from jobs.errors import StorageError
 from jobs.runinfo import load_run
 from jobs.spark_job import convert
-from jobs.storage import Location, ShardWriter, Store
+from jobs.storage import Location, Store, open_shard
 
 pytestmark = pytest.mark.aws
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.aws
 def test_multipart_shard_is_assembled_whole(s3, bucket, s3_settings):
     data = np.random.default_rng(0).bytes(12 << 20)
     dest = Location.parse(f"s3://{bucket}/run/data/train/part-00000-000.recordio")
-    with ShardWriter(dest, s3_settings, client=s3) as w:
+    with open_shard(dest, s3_settings, client=s3) as w:
         for i in range(0, len(data), 1 << 20):
             w.write(data[i : i + (1 << 20)])
     body = s3.get_object(Bucket=bucket, Key=dest.key)["Body"].read()
@@ -39,7 +39,7 @@ def test_failure_mid_upload_leaves_no_object_and_no_pending_upload(s3, bucket, s
     s3.meta.events.register("before-parameter-build.s3.UploadPart", fail_second_part)
     dest = Location.parse(f"s3://{bucket}/run/data/train/part-00000-000.recordio")
     with pytest.raises(ConnectionError, match="injected"):
-        with ShardWriter(dest, s3_settings, client=s3) as w:
+        with open_shard(dest, s3_settings, client=s3) as w:
             for _ in range(15):
                 w.write(b"\x01" * (1 << 20))
     s3.meta.events.unregister("before-parameter-build.s3.UploadPart", fail_second_part)
@@ -54,7 +54,7 @@ def test_failed_complete_aborts_the_upload(s3, bucket, s3_settings):
 
     s3.meta.events.register("before-call.s3.CompleteMultipartUpload", fail)
     dest = Location.parse(f"s3://{bucket}/x.recordio")
-    w = ShardWriter(dest, s3_settings, client=s3)
+    w = open_shard(dest, s3_settings, client=s3)
     w.write(b"\x02" * (6 << 20))
     with pytest.raises(ConnectionError):
         w.close()
@@ -98,18 +98,14 @@ def test_parquet_on_s3_to_shards_on_s3(spark, s3, bucket, tmp_path, path, scheme
     (shard,) = meta["channels"]["train"]["shards"]
     assert shard["bytes"] > 5 << 20
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"runs/{path}/")["Contents"]]
+    manifest_key = relative_key(meta["channels"]["train"]["manifest"], bucket)
+    assert manifest_key == f"runs/{path}/manifests/train-{meta['run_id']}.manifest"
     assert sorted(keys) == sorted(
-        [
-            f"runs/{path}/data/train/{shard['key']}",
-            f"runs/{path}/manifests/train.manifest",
-            f"runs/{path}/run.json",
-        ]
+        [f"runs/{path}/data/train/{shard['key']}", manifest_key, f"runs/{path}/run.json"]
     )
     for key in keys:
         assert s3.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
-    manifest = json.loads(
-        s3.get_object(Bucket=bucket, Key=f"runs/{path}/manifests/train.manifest")["Body"].read()
-    )
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
     assert manifest == [{"prefix": f"{out}/data/train/"}, shard["key"]]
     assert not pending_uploads(s3, bucket)
 

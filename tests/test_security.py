@@ -54,13 +54,13 @@ def test_every_object_we_write_is_encrypted(
         extra["s3.kms_key_id"] = key
     out = f"s3://{bucket}/run"
     settings = _settings(src, out, moto_server, **extra)
-    convert(config(**settings), spark)
+    run_id = convert(config(**settings), spark)["run_id"]
     assert cli(["train", "--run", out, *cli_sets(settings)]) == 0  # writes training/local/...
 
     objects = s3_objects(s3, bucket, "run/")
     assert {
-        "run/manifests/train.manifest",
-        "run/manifests/validation.manifest",
+        f"run/manifests/train-{run_id}.manifest",
+        f"run/manifests/validation-{run_id}.manifest",
         "run/run.json",
         "run/training/local/model.pkl",
         "run/training/local/result.json",

@@ -53,7 +53,8 @@ def test_numeric_columns_round_trip_on_both_paths(spark, tmp_path, path, encodin
     train = meta["channels"]["train"]
     assert train["rows"] == 600 == sum(s["rows"] for s in train["shards"])
     assert train["labels"] == {"0": int((y != 0).sum()), "1": int((y == 0).sum())}
-    manifest = json.loads((out / "manifests" / "train.manifest").read_text())
+    manifest = json.loads(Path(train["manifest"]).read_text())
+    assert train["manifest"] == str(out / "manifests" / f"train-{meta['run_id']}.manifest")
     assert manifest[0] == {"prefix": str(out / "data" / "train") + "/"}
     assert sorted(manifest[1:]) == sorted(p.name for p in (out / "data" / "train").iterdir())
 
@@ -233,7 +234,7 @@ def test_shards_roll_over_at_the_size_cap_with_deterministic_names(spark, tmp_pa
     )
     shards = meta["channels"]["train"]["shards"]
     assert [s["key"] for s in shards] == [
-        f"part-00000-{i:03d}.recordio" for i in range(len(shards))
+        f"part-00000-{i:03d}-{meta['run_id']}.recordio" for i in range(len(shards))
     ]
     assert len(shards) >= 2
     assert all(s["bytes"] <= 1 << 20 for s in shards)
@@ -371,3 +372,17 @@ def test_null_and_nan_features_follow_the_policy(spark, tmp_path, path):
         sorted_rows(got_x), sorted_rows(np.array([[1, 1], [0, 2], [3, 0], [4, 0]], np.float32))
     )
     assert meta["rows_zeroed"] == 3
+
+
+def test_non_numeric_columns_left_out_are_named_in_one_log_line(spark, tmp_path, caplog):
+    x, y = _data(n=50, d=3)
+    src = write_columns(
+        tmp_path / "in", x, y, name=np.array(["w"] * 50), day=np.array(["2026-01-01"] * 50)
+    )
+    with caplog.at_level("INFO", logger="jobs"):
+        meta = convert(config(**{"input.paths.train": src, "output.path": tmp_path / "o"}), spark)
+    assert meta["feature_dim"] == 3
+    lines = [r.getMessage() for r in caplog.records if "left out as not numeric" in r.getMessage()]
+    assert lines == [
+        "features: 3 numeric columns; left out as not numeric: 'name' (string), 'day' (string)"
+    ]

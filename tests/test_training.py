@@ -122,7 +122,7 @@ def test_request_is_accepted_and_carries_every_field(moto_server, s3_run):
     train = channels["train"]["DataSource"]["S3DataSource"]
     assert train == {
         "S3DataType": "ManifestFile",
-        "S3Uri": f"{uri}/manifests/train.manifest",
+        "S3Uri": f"{uri}/manifests/train-{meta['run_id']}.manifest",
         "S3DataDistributionType": "ShardedByS3Key",
     }
     assert channels["train"]["ShuffleConfig"] == {"Seed": 7}

@@ -276,9 +276,10 @@ def train_sagemaker(
     arn = resp.get("TrainingJobArn")
     progress(f"started training job {name} ({arn})")
     layout = RunLayout.at(run_uri)
+    # recorded at once: the job's output under the run is then provably this tool's
+    result = {"backend": "sagemaker", "job_name": name, "job_arn": arn, "status": "InProgress"}
+    store.put_json(layout.result(f"{name}.json"), result)
     if not wait:
-        result = {"backend": "sagemaker", "job_name": name, "job_arn": arn, "status": "InProgress"}
-        store.put_json(layout.result(f"{name}.json"), result)
         return result
     try:
         desc = follow(sm_client, logs_client, name, sm.poll_seconds, progress, sleep)
