@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 # sagemaker-pyspark pins pyspark==3.3.0; we run 3.5.x, so it is installed without its dependencies.
 SAGEMAKER_PYSPARK := sagemaker-pyspark==1.4.5
 
-.PHONY: setup java test run bench lint clean lock package
+.PHONY: setup java test test-fast run bench lint clean lock package
 
 setup: $(STAMP)
 
@@ -33,25 +33,32 @@ test: setup
 	$(PY) -m ruff check jobs tests bench
 	$(PY) -m pytest -q
 
+# The pure tier: no Spark session, no moto server (seconds, not minutes).
+test-fast: setup
+	$(PY) -m pytest -q -m "not spark and not aws"
+
 # sample data (scikit-learn's digits) → Spark conversion → local trainer → summary table
 run: setup
 	$(PY) -m jobs sample --out data/digits
 	$(PY) -m jobs run --config conf/local.yaml
 
-# What a cluster needs, in dist/: our wheel, a relocatable Python env with it and its runtime
+# What a cluster needs, in $(DIST): our wheel, a relocatable Python env with it and its runtime
 # deps (not pyspark: the cluster's Spark provides it), the spark-submit entry script, the config.
+# The wheel is built from a copy of the sources, so nothing is written into the checkout.
+DIST ?= dist
 RUNTIME_DEPS := numpy pyarrow boto3 pyyaml
 package: setup
-	rm -rf dist build && mkdir -p dist
-	$(PY) -m pip wheel --quiet --no-deps -w dist .
-	$(PYTHON) -m venv dist/.env-build
-	dist/.env-build/bin/pip install --quiet -c constraints.txt $(RUNTIME_DEPS)
-	dist/.env-build/bin/pip install --quiet --no-deps dist/jobs-*.whl
-	$(VENV)/bin/venv-pack --quiet -p dist/.env-build -o dist/env.tar.gz
-	rm -rf dist/.env-build build
-	cp jobs/entry.py dist/main.py
-	cp conf/emr.yaml conf/emr-bootstrap.sh dist/
-	@ls -la dist
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	src=$$(mktemp -d) && cp -r jobs pyproject.toml README.md $$src/ && \
+	  $(PY) -m pip wheel --quiet --no-deps -w $(DIST) $$src && rm -rf $$src
+	$(PYTHON) -m venv $(DIST)/.env-build
+	$(DIST)/.env-build/bin/pip install --quiet -c constraints.txt $(RUNTIME_DEPS)
+	$(DIST)/.env-build/bin/pip install --quiet --no-deps $(DIST)/jobs-*.whl
+	$(VENV)/bin/venv-pack --quiet -p $(DIST)/.env-build -o $(DIST)/env.tar.gz
+	rm -rf $(DIST)/.env-build
+	cp jobs/entry.py $(DIST)/main.py
+	cp conf/emr.yaml conf/emr-bootstrap.sh $(DIST)/
+	@ls -la $(DIST)
 
 bench: setup
 	$(PY) -m bench

@@ -53,8 +53,9 @@ def protobuf_jar() -> str | None:
 def run() -> dict[str, float]:
     import logging
 
-    from jobs.config import SparkConfig, load_config
+    from jobs.config import load_config
     from jobs.session import S3A_JARS, sagemaker_jars, spark_session
+    from jobs.settings import SparkConfig
     from jobs.spark_job import convert
     from jobs.storage import S3Settings
 
@@ -151,9 +152,7 @@ def run() -> dict[str, float]:
     ):
         ours("direct", **sets)()
         meta = metas["direct" + str(sets)]
-        mem_rows.append(
-            [label, f"{ROWS // meta['tasks']:,}", f"{meta['peak_worker_rss_mb']:.0f} MB"]
-        )
+        mem_rows.append([label, f"{ROWS // meta.tasks:,}", f"{meta.peak_worker_rss_mb:.0f} MB"])
     print_table(
         "Peak Python worker memory, direct path (resident, sampled per batch)",
         ["partitioning", "rows per task", "peak RSS"],

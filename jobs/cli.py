@@ -17,6 +17,7 @@ from .errors import JobError
 log = logging.getLogger("jobs")
 
 DEFAULT_CONFIG = "conf/local.yaml"
+WRITERS = ("convert", "train", "run")  # they write at a run location: lease, signals
 
 
 def _common(p: argparse.ArgumentParser, config: bool = True) -> None:
@@ -33,14 +34,98 @@ def _common(p: argparse.ArgumentParser, config: bool = True) -> None:
             help="override one config value (YAML syntax), repeatable: --set output.mode=overwrite",
         )
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    if config:
-        p.add_argument(
-            "--force",
-            action="store_true",
-            help="take over the output's lease even if another run renewed it recently "
-            "(only when you know that run is dead; see README, Reliability)",
-        )
     p.add_argument("--quiet", action="store_true", help="only warnings and the final result")
+
+
+def _sample_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--synthetic", action="store_true", help="random MNIST-shaped rows instead")
+    p.add_argument("--rows", type=int, default=60_000)
+    p.add_argument("--features", type=int, default=784)
+    p.add_argument("--files", type=int, default=16)
+    p.add_argument("--density", type=float, default=0.2, help="fraction of non-zero features")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _train_args(p: argparse.ArgumentParser, run: bool = True) -> None:
+    if run:
+        p.add_argument("--run", metavar="LOCATION", help="run location (default: output.path)")
+    p.add_argument(
+        "--no-wait", action="store_true", help="SageMaker: start the job, print its name, exit 0"
+    )
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="SageMaker: on Ctrl-C stop following but leave the job running",
+    )
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="SHARD|DIR|S3_PREFIX|MANIFEST|RUN")
+    p.add_argument("--head", type=int, default=3, help="rows to show (default 3)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-verify", action="store_true", help="skip the checksum comparison")
+
+
+def _emr_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster-id", required=False, metavar="J-XXXX")
+    p.add_argument("--dist", default="dist", help="where `make package` put the artifacts")
+    p.add_argument("--print", dest="print_only", action="store_true", help="print the step JSON")
+    p.add_argument("--wait", action="store_true", help="follow the step to its end")
+
+
+# name, help, description, its own arguments, whether it reads a config
+_PARSERS = [
+    (
+        "sample",
+        "write sample Parquet input (scikit-learn's digits, or synthetic MNIST-shaped rows)",
+        "Write the handwritten digits (1,797 8x8 images, classic layout: columns '0'..'63' + "
+        "target) split into DIR/train, DIR/validation, DIR/test; or with --synthetic a large "
+        "MNIST-shaped set for benchmarks in DIR.",
+        _sample_args,
+        False,
+    ),
+    (
+        "convert",
+        "run the Spark job: Parquet → committed RecordIO-protobuf shards",
+        "Read the configured Parquet inputs, select label and features, validate, encode per "
+        "partition, stream shards to output.path and commit manifests + run.json.",
+        None,
+        True,
+    ),
+    (
+        "train",
+        "train on a committed run (training.backend: local | sagemaker)",
+        "Train on the committed run at --run (default output.path): the local stand-in "
+        "trainer, or a SageMaker linear-learner training job followed to its end.",
+        _train_args,
+        True,
+    ),
+    (
+        "run",
+        "convert, then train, then print a summary",
+        "The whole pipeline: the Spark conversion, then training on its run.",
+        lambda p: _train_args(p, run=False),
+        True,
+    ),
+    (
+        "inspect",
+        "decode and check shards: a file, directory, s3 prefix, manifest or run",
+        "Decode every record; print records, feature_dim, encoding, label histogram and the "
+        "first rows; for a run, verify each shard's sha256 and count against run.json. Exits "
+        "non-zero on any corrupt record or mismatch.",
+        _inspect_args,
+        True,
+    ),
+    (
+        "emr-step",
+        "upload dist/ artifacts and add a spark-submit step to an EMR cluster",
+        "Upload dist/env.tar.gz, dist/main.py and the config to emr.artifacts_uri, then add a "
+        "command-runner.jar spark-submit step. --print only shows the step JSON.",
+        _emr_args,
+        True,
+    ),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,77 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
         "training on them.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser(
-        "sample",
-        help="write sample Parquet input (scikit-learn's digits, or synthetic MNIST-shaped rows)",
-        description="Write the handwritten digits (1,797 8x8 images, classic layout: columns "
-        "'0'..'63' + target) split into DIR/train, DIR/validation, DIR/test; or with --synthetic "
-        "a large MNIST-shaped set for benchmarks in DIR.",
-    )
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--synthetic", action="store_true", help="random MNIST-shaped rows instead")
-    p.add_argument("--rows", type=int, default=60_000)
-    p.add_argument("--features", type=int, default=784)
-    p.add_argument("--files", type=int, default=16)
-    p.add_argument("--density", type=float, default=0.2, help="fraction of non-zero features")
-    p.add_argument("--seed", type=int, default=0)
-    _common(p, config=False)
-
-    p = sub.add_parser(
-        "convert",
-        help="run the Spark job: Parquet → committed RecordIO-protobuf shards",
-        description="Read the configured Parquet inputs, select label and features, validate, "
-        "encode per partition, stream shards to output.path and commit manifests + run.json.",
-    )
-    _common(p)
-
-    p = sub.add_parser(
-        "train",
-        help="train on a committed run (training.backend: local | sagemaker)",
-        description="Train on the committed run at --run (default output.path): the local "
-        "stand-in trainer, or a SageMaker linear-learner training job followed to its end.",
-    )
-    p.add_argument("--run", metavar="LOCATION", help="run location (default: output.path)")
-    _train_flags(p)
-    _common(p)
-
-    p = sub.add_parser(
-        "run",
-        help="convert, then train, then print a summary",
-        description="The whole pipeline: the Spark conversion, then training on its run.",
-    )
-    _train_flags(p)
-    _common(p)
-
-    p = sub.add_parser(
-        "inspect",
-        help="decode and check shards: a file, directory, s3 prefix, manifest or run",
-        description="Decode every record; print records, feature_dim, encoding, label histogram "
-        "and the first rows; for a run, verify each shard's sha256 and count against run.json. "
-        "Exits non-zero on any corrupt record or mismatch.",
-    )
-    p.add_argument("target", metavar="SHARD|DIR|S3_PREFIX|MANIFEST|RUN")
-    p.add_argument("--head", type=int, default=3, help="rows to show (default 3)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--no-verify", action="store_true", help="skip the checksum comparison")
-    _common(p)
-
-    from .emr import add_emr_parser
-
-    add_emr_parser(sub, _common)
+    for name, help_, description, own_args, reads_config in _PARSERS:
+        p = sub.add_parser(name, help=help_, description=description)
+        if own_args is not None:
+            own_args(p)
+        if name in WRITERS:
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="take over the output's lease even if another run renewed it recently "
+                "(only when you know that run is dead; see README, Reliability)",
+            )
+        _common(p, config=reads_config)
     return parser
-
-
-def _train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--no-wait", action="store_true", help="SageMaker: start the job, print its name, exit 0"
-    )
-    p.add_argument(
-        "--detach",
-        action="store_true",
-        help="SageMaker: on Ctrl-C stop following but leave the job running",
-    )
 
 
 def _config(args):
@@ -185,17 +212,17 @@ def _lease(config, uri: str):
 
 def _conversion_rows(meta: dict, seconds: float) -> list[tuple[str, str]]:
     rows = [
-        ("read path", f"{meta['read_path']} ({meta['read_path_reason']})"),
-        ("encoding", f"{meta['encoding']}, feature_dim {meta['feature_dim']}"),
+        ("read path", f"{meta.read_path} ({meta.read_path_reason})"),
+        ("encoding", f"{meta.encoding}, feature_dim {meta.feature_dim}"),
     ]
     total = 0
-    for channel, info in meta["channels"].items():
-        total += info["rows"]
+    for channel, info in meta.channels.items():
+        total += info.rows
         rows.append(
             (
                 f"{channel}",
-                f"{info['rows']:,} rows, {len(info['shards'])} shards, "
-                f"{info['bytes'] / 1e6:.2f} MB, labels {json.dumps(info['labels'])}",
+                f"{info.rows:,} rows, {len(info.shards)} shards, "
+                f"{info.bytes / 1e6:.2f} MB, labels {json.dumps(info.labels)}",
             )
         )
     rows.append(("conversion", f"{seconds:.1f} s ({total / max(seconds, 1e-9):,.0f} rows/s)"))
@@ -273,7 +300,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .inspect import format_report, inspect
+    from .inspection import format_report, inspect
     from .storage import Store
 
     config = _config(args)
@@ -285,12 +312,28 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_emr_step(args) -> int:
+    from . import emr
+    from .errors import ConfigError
+
+    config = _config(args)
+    config_file = args.config or DEFAULT_CONFIG
+    if args.print_only:
+        print(json.dumps([emr.step_definition(config, config_file)], indent=2))
+        return 0
+    if not args.cluster_id:
+        raise ConfigError("--cluster-id is required (or use --print)")
+    emr.submit(config, config_file, args.cluster_id, args.dist, args.wait)
+    return 0
+
+
 COMMANDS = {
     "sample": cmd_sample,
     "convert": cmd_convert,
     "train": cmd_train,
     "run": cmd_run,
     "inspect": cmd_inspect,
+    "emr-step": cmd_emr_step,
 }
 
 
@@ -299,12 +342,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     _setup_logging(args)
-    if args.command in ("convert", "train", "run"):
+    if args.command in WRITERS:
         INTERRUPTS.install()  # SIGINT/SIGTERM: cancel, clean up, one line, exit 130/143
-    if args.command == "emr-step":
-        from .emr import cmd_emr_step as handler
-    else:
-        handler = COMMANDS[args.command]
+    handler = COMMANDS[args.command]
     try:
         return handler(args)
     except JobError as exc:

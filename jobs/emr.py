@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from . import aws
 from .errors import ConfigError, JobError
 from .storage import Location, Store
 
@@ -68,17 +69,12 @@ def upload(config, config_file: str, dist: str, store: Store) -> dict[str, str]:
 
 
 def emr_client(config):
-    import boto3
-
-    return boto3.session.Session().client(
-        "emr",
-        region_name=config.emr.region or config.s3.region,
-        endpoint_url=config.emr.endpoint_url,
-    )
+    return aws.client("emr", config.emr.region or config.s3.region, config.emr.endpoint_url)
 
 
 def wait_for_step(client, cluster_id: str, step_id: str, poll: float, progress, sleep=time.sleep):
-    """Our own loop: boto3's step_complete waiter gives up after 30 minutes."""
+    """Our own loop, so every state change is printed as it happens (boto3's ``step_complete``
+    waiter reports nothing until it ends, and by default stops after 30 s × 60)."""
     start, last = time.monotonic(), None
     while True:
         step = client.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]
@@ -91,39 +87,17 @@ def wait_for_step(client, cluster_id: str, step_id: str, poll: float, progress, 
         sleep(poll)
 
 
-def add_emr_parser(sub, common) -> None:
-    p = sub.add_parser(
-        "emr-step",
-        help="upload dist/ artifacts and add a spark-submit step to an EMR cluster",
-        description="Upload dist/env.tar.gz, dist/main.py and the config to emr.artifacts_uri, "
-        "then add a command-runner.jar spark-submit step. --print only shows the step JSON.",
-    )
-    p.add_argument("--cluster-id", required=False, metavar="J-XXXX")
-    p.add_argument("--dist", default="dist", help="where `make package` put the artifacts")
-    p.add_argument("--print", dest="print_only", action="store_true", help="print the step JSON")
-    p.add_argument("--wait", action="store_true", help="follow the step to its end")
-    common(p)
-
-
-def cmd_emr_step(args) -> int:
-    from .cli import _config
-
-    config = _config(args)
-    config_file = args.config or "conf/local.yaml"
+def submit(config, config_file: str, cluster_id: str, dist: str, wait: bool, progress=print):
+    """Upload the artifacts, add the step, and (``wait``) follow it; JobError if it fails."""
     step = step_definition(config, config_file)
-    if args.print_only:
-        print(json.dumps([step], indent=2))
-        return 0
-    if not args.cluster_id:
-        raise ConfigError("--cluster-id is required (or use --print)")
-    art = upload(config, config_file, args.dist, Store(config.s3))
+    art = upload(config, config_file, dist, Store(config.s3))
     client = emr_client(config)
-    step_id = client.add_job_flow_steps(JobFlowId=args.cluster_id, Steps=[step])["StepIds"][0]
-    print(f"added step {step_id} to {args.cluster_id} (artifacts under {config.emr.artifacts_uri})")
-    print(json.dumps({"step_id": step_id, **art}))
-    if not args.wait:
-        return 0
-    final = wait_for_step(client, args.cluster_id, step_id, config.emr.poll_seconds, print)
+    step_id = client.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"][0]
+    progress(f"added step {step_id} to {cluster_id} (artifacts under {config.emr.artifacts_uri})")
+    progress(json.dumps({"step_id": step_id, **art}))
+    if not wait:
+        return
+    final = wait_for_step(client, cluster_id, step_id, config.emr.poll_seconds, progress)
     state = final["Status"]["State"]
     if state != "COMPLETED":
         details = final["Status"].get("FailureDetails", {})
@@ -131,4 +105,3 @@ def cmd_emr_step(args) -> int:
             str(details[k]) for k in ("Reason", "Message", "LogFile") if k in details
         )
         raise JobError(f"step {step_id} ended {state}: {reason or 'no reason given'}")
-    return 0

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .config import JobConfig, require_inputs
+from .config import require_inputs
 from .errors import ConfigError, StorageError
+from .settings import JobConfig
 from .storage import Location
 
 log = logging.getLogger(__name__)

@@ -23,15 +23,15 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from .contract import FORMAT, RunMetadata
 from .errors import StorageError
+from .settings import CHANNELS
 from .storage import Location, Store, manifest
 
 log = logging.getLogger(__name__)
 
-FORMAT = "sagemaker-shards/1"
 METADATA = "run.json"
 LEASE = "_lease.json"
-CHANNELS = ("train", "validation", "test")
 RUN_ID = r"\d{8}-\d{6}-[0-9a-f]{6}"
 JOB_NAME = r"[a-zA-Z0-9](?:-*[a-zA-Z0-9]){0,62}"
 _CH = "(?:" + "|".join(CHANNELS) + ")"
@@ -232,15 +232,17 @@ class RunLayout:
             )
         return len(mine)
 
-    def commit(self, store: Store, metadata: dict, before_commit=None) -> None:
+    def commit(self, store: Store, meta: RunMetadata, before_commit=None) -> RunMetadata:
         """Manifests first, run.json last: a reader that sees run.json sees a whole run.
+        Returns the metadata as committed (run id, time, where the manifests are).
 
         Spark has finished every task, but attempts it killed (speculative losers, lost
         executors) may have left unfinished writes, and a failed attempt may have written a
         roll no successful one reported: those go first."""
         store.abort_pending(self.shards, owned=self.owns)
-        for channel, info in metadata["channels"].items():
-            keys = [s["key"] for s in info["shards"]]
+        where = {}
+        for channel, info in meta.channels.items():
+            keys = [s.key for s in info.shards]
             written = {loc.key for loc, _ in store.list(self.data(channel)) if self.owns(loc.key)}
             expected = {self.shard(channel, k).key for k in keys}
             stray = sorted(written - expected)
@@ -252,13 +254,13 @@ class RunLayout:
                     f"e.g. {sorted(missing)[0]}"
                 )
             store.put_json(self.manifest(channel), manifest(self.data(channel), keys))
-            info["manifest"] = self.manifest(channel).uri
-            info["data_prefix"] = self.data(channel).uri.rstrip("/") + "/"
-        metadata["run_id"] = self.run_id
-        metadata["committed"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            where[channel] = (self.manifest(channel).uri, self.data(channel).uri.rstrip("/") + "/")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        committed = meta.committed_as(self.run_id, stamp, where)
         if before_commit is not None:
             before_commit()  # e.g. the lease: is this run still the writer?
-        store.put_json(self.metadata, metadata)
+        store.put_json(self.metadata, committed.to_dict())
+        return committed
 
     def remove_replaced(self, store: Store, replaced: list[Location]) -> None:
         """After the commit: the previous run's objects. A failure here leaves them for the
@@ -278,6 +280,7 @@ class RunLayout:
 
 
 def _our_metadata(store: Store, loc: Location) -> dict | None:
+    """run.json as a dict when it is this tool's (its format), else None."""
     try:
         meta = json.loads(store.get(loc))
     except (ValueError, UnicodeDecodeError):
@@ -289,7 +292,7 @@ def _objects(n: int) -> str:
     return "1 object" if n == 1 else f"{n:,} objects"
 
 
-def load_run(uri: str, store: Store, verify: bool = False) -> tuple[RunLayout, dict]:
+def load_run(uri: str, store: Store, verify: bool = False) -> tuple[RunLayout, RunMetadata]:
     """A committed run's layout and metadata; ``verify`` checks every shard's size on storage
     and that its folder holds no other shard of the same run."""
     layout = RunLayout.at(uri)
@@ -299,29 +302,34 @@ def load_run(uri: str, store: Store, verify: bool = False) -> tuple[RunLayout, d
         raise StorageError(
             f"{layout.root.uri} holds no committed run: {layout.metadata.uri} is missing{extra}"
         )
-    meta = _our_metadata(store, layout.metadata)
-    if meta is None:
+    raw = _our_metadata(store, layout.metadata)
+    if raw is None:
         raise StorageError(f"{layout.metadata.uri} is not the metadata of a {FORMAT} run")
-    layout = RunLayout(layout.root, meta.get("run_id"))
+    meta = RunMetadata.from_dict(raw)
+    layout = RunLayout(layout.root, meta.run_id)
     if verify:
-        for channel, info in meta["channels"].items():
-            sizes = {
-                loc.key: size
-                for loc, size in store.list(layout.data(channel))
-                if layout.run_id is None or layout.owns(loc.key)
-            }
-            for shard in info["shards"]:
-                key = layout.shard(channel, shard["key"]).key
-                if key not in sizes:
-                    raise StorageError(f"channel {channel}: shard {shard['key']} is missing")
-                if sizes[key] != shard["bytes"]:
-                    raise StorageError(
-                        f"channel {channel}: shard {shard['key']} has {sizes[key]} bytes, "
-                        f"the run metadata says {shard['bytes']}"
-                    )
-            if len(sizes) != len(info["shards"]):
-                raise StorageError(
-                    f"channel {channel}: {len(sizes)} shards of this run under "
-                    f"{layout.data(channel).uri}, the manifest lists {len(info['shards'])}"
-                )
+        for channel, info in meta.channels.items():
+            _verify_channel(store, layout, channel, info)
     return layout, meta
+
+
+def _verify_channel(store: Store, layout: RunLayout, channel: str, info) -> None:
+    sizes = {
+        loc.key: size
+        for loc, size in store.list(layout.data(channel))
+        if layout.run_id is None or layout.owns(loc.key)
+    }
+    for shard in info.shards:
+        key = layout.shard(channel, shard.key).key
+        if key not in sizes:
+            raise StorageError(f"channel {channel}: shard {shard.key} is missing")
+        if sizes[key] != shard.bytes:
+            raise StorageError(
+                f"channel {channel}: shard {shard.key} has {sizes[key]} bytes, "
+                f"the run metadata says {shard.bytes}"
+            )
+    if len(sizes) != len(info.shards):
+        raise StorageError(
+            f"channel {channel}: {len(sizes)} shards of this run under "
+            f"{layout.data(channel).uri}, the manifest lists {len(info.shards)}"
+        )

@@ -8,9 +8,8 @@ import os
 import sys
 from urllib.parse import urlparse
 
-from .config import SparkConfig
 from .interrupts import INTERRUPTS
-from .settings import S3Settings
+from .settings import S3Settings, SparkConfig
 
 log = logging.getLogger(__name__)
 

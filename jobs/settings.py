@@ -1,8 +1,20 @@
-"""Typed settings that travel to the executors (no secrets, no I/O): a leaf every room may use."""
+"""The job's typed settings: what every section of a config file may hold, and nothing else.
+
+A leaf every room may import: no I/O, no other module of the job. Loading (YAML, ``--set``,
+checks) is :mod:`jobs.config`. The settings a task needs travel to the executors inside its
+closure, so nothing here is a secret: credentials come from the AWS default chain.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+CHANNELS = ("train", "validation", "test")
+PREDICTOR_TYPES = ("binary_classifier", "multiclass_classifier", "regressor")
 
 
 @dataclass(frozen=True)
@@ -34,3 +46,147 @@ class S3Settings:
             if self.expected_bucket_owner
             else {}
         )
+
+
+@dataclass
+class FeatureSpec:
+    """Exactly one of columns / pattern / array / vector, or none: every numeric column."""
+
+    columns: list[str] | None = None
+    pattern: str | None = None  # a regular expression matched against whole column names
+    array: str | None = None  # one array<float|double> column
+    vector: str | None = None  # one Spark ML Vector column (Spark path)
+    exclude: list[str] = field(default_factory=list)
+
+    @property
+    def chosen_by(self) -> str:
+        """Which setting chooses the features: numeric (none set), columns, pattern, array or
+        vector. (What they become in a row is the plan's ``layout``: columns, array, vector.)"""
+        set_ = [k for k in ("columns", "pattern", "array", "vector") if getattr(self, k)]
+        if len(set_) > 1:
+            raise ConfigError(f"select.features: set only one of {', '.join(set_)}")
+        return set_[0] if set_ else "numeric"
+
+
+@dataclass
+class InputConfig:
+    """Per-channel inputs (``paths``), or one input split by ``split`` fractions and ``seed``."""
+
+    paths: dict[str, list[str]] = field(default_factory=dict)
+    path: list[str] | None = None
+    split: dict[str, float] = field(default_factory=dict)
+    seed: int = 42
+    filter: str | None = None  # a Spark SQL predicate
+
+
+@dataclass
+class SelectConfig:
+    label: str | None = "target"  # a Spark SQL expression; None for unlabelled data
+    features: FeatureSpec = field(default_factory=FeatureSpec)
+    invalid: str = "error"  # nulls / NaN / inf in features: error | drop | zero
+
+
+@dataclass
+class OutputConfig:
+    path: str = "out/shards"
+    mode: str = "error"  # error | overwrite
+    encoding: str = "auto"  # dense | sparse | auto
+    max_shard_mb: int = 128
+    shards: int | None = None  # an exact count per channel
+    lease_timeout_s: float = 600.0  # a lease not renewed for this long is stale
+    take_over_lease: bool = False  # --force: take over another run's lease even if fresh
+
+
+@dataclass
+class ReadConfig:
+    path: str = "auto"  # auto | direct | spark
+    batch_rows: int = 8192
+
+
+@dataclass
+class SparkConfig:
+    master: str | None = "local[2]"  # None on a cluster: spark-submit decides
+    app_name: str = "sagemaker-shards"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SageMakerConfig:
+    region: str | None = None
+    role_arn: str | None = None
+    image_uri: str | None = None
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = 1
+    volume_size_gb: int = 30
+    volume_kms_key_id: str | None = None
+    max_runtime_seconds: int = 86400
+    max_wait_seconds: int | None = None
+    output_path: str | None = None
+    output_kms_key_id: str | None = None
+    job_name_prefix: str = "linear-learner"
+    input_mode: str = "File"  # File | Pipe | FastFile
+    channel_input_modes: dict[str, str] = field(default_factory=dict)
+    data_type: str = "ManifestFile"  # ManifestFile | S3Prefix
+    shuffle_seed: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    subnets: list[str] = field(default_factory=list)
+    security_group_ids: list[str] = field(default_factory=list)
+    network_isolation: bool = False
+    inter_container_encryption: bool = False
+    spot: bool = False
+    checkpoint_s3_uri: str | None = None
+    max_retry_attempts: int | None = None
+    endpoint_url: str | None = None  # a SageMaker-compatible endpoint (tests)
+    logs_endpoint_url: str | None = None
+    poll_seconds: float = 30.0
+
+
+@dataclass
+class LocalTrainerConfig:
+    model_dir: str | None = None  # default: <output.path>/model
+
+
+@dataclass
+class TrainingConfig:
+    backend: str = "local"  # local | sagemaker | none
+    predictor_type: str = "binary_classifier"
+    num_classes: int | None = None
+    hyperparameters: dict[str, typing.Any] = field(default_factory=dict)
+    sagemaker: SageMakerConfig = field(default_factory=SageMakerConfig)
+    local: LocalTrainerConfig = field(default_factory=LocalTrainerConfig)
+
+
+@dataclass
+class EmrConfig:
+    """Where `emr-step` puts the packaged artifacts and how it submits the step."""
+
+    artifacts_uri: str | None = None  # s3:// prefix for env.tar.gz, main.py and the config
+    step_name: str = "sagemaker-shards"
+    action_on_failure: str = "CONTINUE"  # CONTINUE | CANCEL_AND_WAIT | TERMINATE_CLUSTER
+    command: str = "run"  # run | convert
+    deploy_mode: str = "cluster"
+    spark_submit_args: list[str] = field(default_factory=list)
+    region: str | None = None
+    endpoint_url: str | None = None  # an EMR-compatible endpoint (tests)
+    poll_seconds: float = 30.0
+
+
+@dataclass
+class JobConfig:
+    input: InputConfig = field(default_factory=InputConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    read: ReadConfig = field(default_factory=ReadConfig)
+    s3: S3Settings = field(default_factory=S3Settings)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    emr: EmrConfig = field(default_factory=EmrConfig)
+
+    def channels(self) -> dict[str, list[str]]:
+        """Channel → input paths; a split input maps every channel to the same paths."""
+        if self.input.split:
+            return {c: list(self.input.path or []) for c in self.input.split}
+        return dict(self.input.paths)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

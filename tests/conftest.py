@@ -19,39 +19,43 @@ os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 REPO = Path(__file__).resolve().parent.parent
 
 
+# The moto server's address is fixed before anything starts, and fake credentials are in the
+# environment from the start: a Spark session (its JVM and Python workers inherit the
+# environment) can point S3A at moto without the server running, so a test that uses Spark
+# but no S3 needs no server. Distinctive values, so a test can grep every log and object.
+MOTO_URL = f"http://127.0.0.1:{free_port()}"
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "AKIATESTINGJOBSKEY01",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
+        "AWS_SESSION_TOKEN": "testing-session-token",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+)
+
+
 @pytest.fixture(scope="session")
 def moto_server():
-    """A moto server on a free 127.0.0.1 port; fake credentials in the environment *before*
-    Spark starts, so the JVM and the Python workers inherit them."""
-    port = free_port()
+    """The moto server on MOTO_URL (S3, SageMaker, CloudWatch Logs, EMR, IAM, KMS)."""
+    port = MOTO_URL.rsplit(":", 1)[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
         try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            urllib.request.urlopen(MOTO_URL + "/moto-api/", timeout=1)
             break
         except OSError:
             if time.time() > deadline or proc.poll() is not None:
                 proc.kill()
                 raise RuntimeError("the moto server did not start") from None
             time.sleep(0.2)
-    os.environ.update(
-        {
-            # distinctive values, so a test can grep every log and object for them
-            "AWS_ACCESS_KEY_ID": "AKIATESTINGJOBSKEY01",
-            "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
-            "AWS_SESSION_TOKEN": "testing-session-token",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-    )
-    yield url
+    yield MOTO_URL
     proc.terminate()
     proc.wait(10)
 
@@ -75,15 +79,15 @@ def proxy(_proxy):
 
 @pytest.fixture(scope="session")
 def s3_settings(moto_server):
-    from jobs.storage import S3Settings
+    from jobs.settings import S3Settings
 
     return S3Settings(endpoint_url=moto_server, region="us-east-1", part_size_mb=5)
 
 
 @pytest.fixture(scope="session")
-def spark(moto_server, s3_settings):
-    from jobs.config import SparkConfig
+def spark():
     from jobs.session import spark_session
+    from jobs.settings import S3Settings, SparkConfig
 
     # two threads as DEVELOPERS.md asks; each task tried up to 4 times, as on a cluster
     # (spark.task.maxFailures), so a failed attempt is retried here too
@@ -92,7 +96,7 @@ def spark(moto_server, s3_settings):
             master="local[2,4]",
             conf={"spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "2"},
         ),
-        s3_settings,
+        S3Settings(endpoint_url=MOTO_URL, region="us-east-1"),
     )
     yield session
     session.stop()
@@ -110,3 +114,19 @@ def bucket(s3):
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     return name
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers that say what a test needs, checked: a test that uses the Spark session is
+    marked ``spark`` and one that uses the moto server ``aws``, so ``make test-fast``
+    (neither) never starts either."""
+    wrong = []
+    for item in items:
+        marks = {m.name for m in item.iter_markers()}
+        needs = {"spark"} & set(item.fixturenames)
+        if "moto_server" in item.fixturenames:
+            needs.add("aws")
+        if needs - marks:
+            wrong.append(f"{item.nodeid} uses {sorted(needs - marks)} but is not marked so")
+    if wrong:
+        raise pytest.UsageError("tests with missing markers:\n" + "\n".join(wrong))

@@ -64,8 +64,8 @@ def read_run(uri: str, store: Store | None = None, channel: str = "train"):
     store = store or Store()
     layout, meta = load_run(uri, store, verify=True)
     batches = []
-    for shard in meta["channels"][channel]["shards"]:
-        with store.open(layout.shard(channel, shard["key"])) as f:
+    for shard in meta.channels[channel].shards:
+        with store.open(layout.shard(channel, shard.key)) as f:
             batches += list(codec.iter_batches(f))
     batch = codec.concat_batches(batches)
     x = batch.to_dense() if isinstance(batch, codec.SparseBatch) else batch.features

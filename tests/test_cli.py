@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -101,6 +102,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
 
 def test_help_explains_each_command():
     out = jobs("--help").stdout
-    for command in ("sample", "convert", "train", "run", "inspect"):
-        assert command in out
-    assert "--set" in jobs("convert", "--help").stdout
+    listed = dict(re.findall(r"^    (\S+)\s{2,}(\S.*)$", out, re.MULTILINE))
+    assert set(listed) == {"sample", "convert", "train", "run", "inspect", "emr-step"}
+    assert all(len(text) > 20 for text in listed.values())  # each with a sentence
+    assert "--set KEY.PATH=VALUE" in jobs("convert", "--help").stdout

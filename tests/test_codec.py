@@ -204,11 +204,17 @@ def test_split_record_flag_is_refused_on_read():
 
 
 def test_a_row_too_big_for_one_record_is_refused():
-    n_cols = 1 << 28  # 2^27 stored values would need > 2^29 bytes
-    k = (1 << 27) + 1
-    indptr = np.array([0, 0, k])
-    with pytest.raises(CodecError, match=r"row 1 would be a .*-byte record.*2\^29"):
-        codec.encode_sparse(indptr, np.arange(k), np.ones(k, np.float32), n_cols)
+    # the size rule on per-row counts (2^27 + 1 stored values of 4-byte keys need > 2^29
+    # bytes), without building the 1.5 GB of arrays a real row that size takes
+    from jobs.codec.encode import _sparse_lengths
+
+    k = np.array([3, (1 << 27) + 1])
+    with pytest.raises(
+        CodecError, match=r"row 1 would be a 1,\d{3},\d{3},\d{3}-byte record.*2\^29"
+    ):
+        _sparse_lengths(k, 4 * k, 1 << 28, labelled=False)
+    fits = np.array([3, 1 << 25])  # 2^25 values and keys: 2^28 bytes
+    assert int(_sparse_lengths(fits, 4 * fits, 1 << 28, labelled=False)[-1][1]) < 1 << 29
 
 
 def test_dense_layout_refuses_rows_too_big_for_one_record():

@@ -76,7 +76,7 @@ def test_a_users_files_under_the_output_are_never_removed(spark, data, tmp_path)
         "write to an empty location or a new subfolder (nothing was changed)"
     )
     assert _digest(proj) == before  # the run and the user's files, byte for byte
-    assert load_run(str(proj), Store(), verify=True)[1]["run_id"] == first["run_id"]
+    assert load_run(str(proj), Store(), verify=True)[1].run_id == first.run_id
 
 
 def test_overwrite_on_s3_touches_no_sibling_and_refuses_foreign_objects(
@@ -107,8 +107,8 @@ def test_overwrite_on_s3_touches_no_sibling_and_refuses_foreign_objects(
     after = s3_objects(s3, bucket)
     assert {k: after[k] for k in siblings | inside} == siblings | inside
     assert (
-        load_run(f"s3://{bucket}/out", Store(config(**settings).s3), verify=True)[1]["run_id"]
-        == first["run_id"]
+        load_run(f"s3://{bucket}/out", Store(config(**settings).s3), verify=True)[1].run_id
+        == first.run_id
     )
 
 
@@ -129,16 +129,16 @@ def test_overwrite_replaces_a_run_only_once_the_new_one_commits(
     with pytest.raises(InputError, match="null, NaN or infinite values"):
         convert(config(**settings | {"input.paths.train": bad, "output.mode": "overwrite"}), spark)
     assert set(s3_objects(s3, bucket, "clean/")) == first_objects
-    assert load_run(out, store, verify=True)[1]["run_id"] == first["run_id"]
+    assert load_run(out, store, verify=True)[1].run_id == first.run_id
     assert not pending_uploads(s3, bucket)
 
     second = convert(config(**settings | {"output.mode": "overwrite"}), spark)
     objects = s3_objects(s3, bucket)
     assert {k: objects[k] for k in siblings} == siblings  # never touched
     ours = sorted(k for k in objects if k.startswith("clean/"))
-    assert ours and all(second["run_id"] in k or k == "clean/run.json" for k in ours), ours
+    assert ours and all(second.run_id in k or k == "clean/run.json" for k in ours), ours
     x, y, meta = read_run(out, store)
-    assert meta["run_id"] == second["run_id"] != first["run_id"]
+    assert meta.run_id == second.run_id != first.run_id
     np.testing.assert_array_equal(sorted_rows(x, y), sorted_rows(data[1], data[2]))
 
 
@@ -222,7 +222,7 @@ def test_two_runs_at_once_never_corrupt_each_other(
             assert not pending_uploads(s3, bucket, f"race{round_}/")
         else:
             keys = [str(p) for p in Path(out).rglob("*") if p.is_file()]
-        assert all(meta["run_id"] in k or k.endswith("run.json") for k in keys), keys
+        assert all(meta.run_id in k or k.endswith("run.json") for k in keys), keys
 
 
 def test_a_run_whose_lease_is_taken_over_stops_and_removes_only_its_own_files(
@@ -261,11 +261,11 @@ def test_a_run_whose_lease_is_taken_over_stops_and_removes_only_its_own_files(
         .splitlines()[-1]
         .startswith(
             f"error: run {holder['run_id']} lost its lease on {out}: it was taken over by run "
-            f"{second['run_id']}"
+            f"{second.run_id}"
         )
     ), text
     keys = list(s3_objects(s3, bucket, "contested/"))
-    assert keys and all(second["run_id"] in k or k.endswith("run.json") for k in keys), keys
+    assert keys and all(second.run_id in k or k.endswith("run.json") for k in keys), keys
     assert not pending_uploads(s3, bucket, "contested/")
     x, y, _ = read_run(out, Store(config(**settings).s3))
     np.testing.assert_array_equal(sorted_rows(x, y), sorted_rows(data[1], data[2]))

@@ -15,8 +15,6 @@ from conftest import REPO
 from jobs.cli import main
 from jobs.emr import wait_for_step
 
-pytestmark = pytest.mark.aws
-
 CONF = str(REPO / "conf" / "emr.yaml")
 
 
@@ -37,6 +35,7 @@ def test_print_shows_the_step_without_calling_aws():
     assert args[-4:] == [f"{base}/main.py", "run", "--config", "emr.yaml"]
 
 
+@pytest.mark.aws
 def test_step_is_added_to_a_cluster_with_its_arguments(moto_server, bucket, tmp_path, capsys):
     emr = boto3.client("emr", endpoint_url=moto_server, region_name="us-east-1")
     cluster = emr.run_job_flow(
@@ -73,6 +72,7 @@ def test_step_is_added_to_a_cluster_with_its_arguments(moto_server, bucket, tmp_
     )
 
 
+@pytest.mark.aws
 def test_missing_package_is_a_clear_error(moto_server, tmp_path, capsys):
     argv = ["emr-step", "--cluster-id", "j-1", "--config", CONF, "--dist", str(tmp_path)]
     argv += ["--set", f"s3.endpoint_url={moto_server}"]
@@ -80,6 +80,7 @@ def test_missing_package_is_a_clear_error(moto_server, tmp_path, capsys):
     assert "env.tar.gz does not exist (run `make package` first)" in capsys.readouterr().err
 
 
+@pytest.mark.aws
 def test_wait_follows_the_step_to_its_failure_reason(moto_server):
     emr = boto3.client("emr", endpoint_url=moto_server, region_name="us-east-1")
 

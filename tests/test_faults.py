@@ -95,10 +95,7 @@ def baseline(spark, data, fault_bucket, moto_server):
 
 def _shards(meta):
     """(name without the run id, rows, bytes, sha256) per shard: equal for equal runs."""
-    return [
-        (shard_id(s["key"]), s["rows"], s["bytes"], s["sha256"])
-        for s in meta["channels"]["train"]["shards"]
-    ]
+    return [(shard_id(s.key), s.rows, s.bytes, s.sha256) for s in meta.channels["train"].shards]
 
 
 def assert_committed_like(s3, bucket, prefix, baseline_meta, data):
@@ -108,11 +105,11 @@ def assert_committed_like(s3, bucket, prefix, baseline_meta, data):
     uri = f"s3://{bucket}/{prefix}"
     _, meta = load_run(uri, store, verify=True)
     assert _shards(meta) == _shards(baseline_meta)
-    shard_keys = [f"{prefix}/data/train/{s['key']}" for s in meta["channels"]["train"]["shards"]]
+    shard_keys = [f"{prefix}/data/train/{s.key}" for s in meta.channels["train"].shards]
     for key, (_, _, _, sha) in zip(shard_keys, _shards(meta)):
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         assert hashlib.sha256(body).hexdigest() == sha
-    manifest = relative_key(meta["channels"]["train"]["manifest"], bucket)
+    manifest = relative_key(meta.channels["train"].manifest, bucket)
     assert sorted(s3_objects(s3, bucket, f"{prefix}/")) == sorted(
         [*shard_keys, manifest, f"{prefix}/run.json"]
     )

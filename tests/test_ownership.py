@@ -239,7 +239,7 @@ def test_a_lease_not_renewed_within_its_timeout_is_stale(tmp_path):
     lease.release()
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.aws)])
 def test_a_run_that_lost_its_lease_notices_and_never_removes_the_new_one(where, tmp_path, request):
     if where == "s3":
         s3 = request.getfixturevalue("s3")

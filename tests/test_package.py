@@ -17,14 +17,14 @@ pytestmark = pytest.mark.spark
 
 
 @pytest.fixture(scope="module")
-def dist():
-    if (REPO / "dist" / "env.tar.gz").is_file() and os.environ.get("JOBS_REUSE_DIST"):
-        return REPO / "dist"
+def dist(tmp_path_factory):
+    """`make package` into a temp dir: the checkout is left as it was."""
+    out = tmp_path_factory.mktemp("dist")
     build = subprocess.run(
-        ["make", "package"], cwd=REPO, capture_output=True, text=True, timeout=900
+        ["make", "package", f"DIST={out}"], cwd=REPO, capture_output=True, text=True, timeout=900
     )
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
-    return REPO / "dist"
+    return out
 
 
 def test_spark_submit_runs_the_packaged_job(dist, tmp_path):

@@ -91,22 +91,22 @@ def test_parquet_on_s3_to_shards_on_s3(spark, s3, bucket, tmp_path, path, scheme
         }
     )
     meta = convert(cfg, spark)
-    assert meta["read_path"] == path
+    assert meta.read_path == path
     store = Store(cfg.s3)
     got_x, got_y, meta = read_run(out, store)
     np.testing.assert_array_equal(sorted_rows(got_x, got_y), sorted_rows(x, y.astype(np.float32)))
-    (shard,) = meta["channels"]["train"]["shards"]
-    assert shard["bytes"] > 5 << 20
+    (shard,) = meta.channels["train"].shards
+    assert shard.bytes > 5 << 20
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"runs/{path}/")["Contents"]]
-    manifest_key = relative_key(meta["channels"]["train"]["manifest"], bucket)
-    assert manifest_key == f"runs/{path}/manifests/train-{meta['run_id']}.manifest"
+    manifest_key = relative_key(meta.channels["train"].manifest, bucket)
+    assert manifest_key == f"runs/{path}/manifests/train-{meta.run_id}.manifest"
     assert sorted(keys) == sorted(
-        [f"runs/{path}/data/train/{shard['key']}", manifest_key, f"runs/{path}/run.json"]
+        [f"runs/{path}/data/train/{shard.key}", manifest_key, f"runs/{path}/run.json"]
     )
     for key in keys:
         assert s3.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
-    assert manifest == [{"prefix": f"{out}/data/train/"}, shard["key"]]
+    assert manifest == [{"prefix": f"{out}/data/train/"}, shard.key]
     assert not pending_uploads(s3, bucket)
 
 

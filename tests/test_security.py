@@ -54,7 +54,7 @@ def test_every_object_we_write_is_encrypted(
         extra["s3.kms_key_id"] = key
     out = f"s3://{bucket}/run"
     settings = _settings(src, out, moto_server, **extra)
-    run_id = convert(config(**settings), spark)["run_id"]
+    run_id = convert(config(**settings), spark).run_id
     assert cli(["train", "--run", out, *cli_sets(settings)]) == 0  # writes training/local/...
 
     objects = s3_objects(s3, bucket, "run/")

@@ -47,14 +47,14 @@ def test_numeric_columns_round_trip_on_both_paths(spark, tmp_path, path, encodin
     got_x, got_y, meta = read_run(str(out))
     expected_y = (y == 0).astype(np.float32)
     np.testing.assert_array_equal(sorted_rows(got_x, got_y), sorted_rows(x, expected_y))
-    assert meta["read_path"] == path
-    assert meta["encoding"] == encoding
-    assert meta["feature_dim"] == 12
-    train = meta["channels"]["train"]
-    assert train["rows"] == 600 == sum(s["rows"] for s in train["shards"])
-    assert train["labels"] == {"0": int((y != 0).sum()), "1": int((y == 0).sum())}
-    manifest = json.loads(Path(train["manifest"]).read_text())
-    assert train["manifest"] == str(out / "manifests" / f"train-{meta['run_id']}.manifest")
+    assert meta.read_path == path
+    assert meta.encoding == encoding
+    assert meta.feature_dim == 12
+    train = meta.channels["train"]
+    assert train.rows == 600 == sum(s.rows for s in train.shards)
+    assert train.labels == {"0": int((y != 0).sum()), "1": int((y == 0).sum())}
+    manifest = json.loads(Path(train.manifest).read_text())
+    assert train.manifest == str(out / "manifests" / f"train-{meta.run_id}.manifest")
     assert manifest[0] == {"prefix": str(out / "data" / "train") + "/"}
     assert sorted(manifest[1:]) == sorted(p.name for p in (out / "data" / "train").iterdir())
 
@@ -75,7 +75,7 @@ def test_both_paths_write_byte_identical_shards(spark, tmp_path):
             }
         )
         meta = convert(cfg, spark)
-        digests[path] = [s["sha256"] for s in meta["channels"]["train"]["shards"]]
+        digests[path] = [s.sha256 for s in meta.channels["train"].shards]
         assert len(digests[path]) == 1
     assert digests["direct"] == digests["spark"]
 
@@ -134,7 +134,7 @@ def test_array_column_and_pattern_forms(spark, tmp_path):
             spark,
         )
         got_x, got_y, meta = read_run(str(out))
-        assert meta["features"]["form"] == "array" and meta["feature_dim"] == 5
+        assert meta.features["layout"] == "array" and meta.feature_dim == 5
         np.testing.assert_array_equal(
             sorted_rows(got_x, got_y), sorted_rows(x, table["target"].to_numpy().astype(np.float32))
         )
@@ -149,7 +149,7 @@ def test_array_column_and_pattern_forms(spark, tmp_path):
         ),
         spark,
     )
-    assert meta["features"]["columns"] == ["f_a", "f_b"]
+    assert meta.features["columns"] == ["f_a", "f_b"]
     got_x, _, _ = read_run(str(out))
     np.testing.assert_array_equal(sorted_rows(got_x), sorted_rows(x[:, :2]))
 
@@ -179,7 +179,7 @@ def test_vector_column_dense_and_sparse_goes_through_spark(spark, tmp_path):
         ),
         spark,
     )
-    assert meta["read_path"] == "spark" and "Vector" in meta["read_path_reason"]
+    assert meta.read_path == "spark" and "Vector" in meta.read_path_reason
     got_x, got_y, _ = read_run(str(out))
     expected = np.array([r[1].toArray() for r in rows], dtype=np.float32)
     np.testing.assert_array_equal(
@@ -212,7 +212,7 @@ def test_split_routes_every_row_to_exactly_one_channel(spark, tmp_path):
         assert sorted(sum(ids.values(), [])) == list(range(1000))
         assert 700 < len(ids["train"]) < 900
         seen[path] = ids
-        assert meta["channels"]["validation"]["rows"] == len(ids["validation"])
+        assert meta.channels["validation"].rows == len(ids["validation"])
     assert seen["direct"] == seen["spark"]  # the split depends on seed and row order only
 
 
@@ -232,13 +232,13 @@ def test_shards_roll_over_at_the_size_cap_with_deterministic_names(spark, tmp_pa
         ),
         spark,
     )
-    shards = meta["channels"]["train"]["shards"]
-    assert [s["key"] for s in shards] == [
-        f"part-00000-{i:03d}-{meta['run_id']}.recordio" for i in range(len(shards))
+    shards = meta.channels["train"].shards
+    assert [s.key for s in shards] == [
+        f"part-00000-{i:03d}-{meta.run_id}.recordio" for i in range(len(shards))
     ]
     assert len(shards) >= 2
-    assert all(s["bytes"] <= 1 << 20 for s in shards)
-    assert sum(s["rows"] for s in shards) == 6000
+    assert all(s.bytes <= 1 << 20 for s in shards)
+    assert sum(s.rows for s in shards) == 6000
 
 
 def test_exact_shard_count_on_the_direct_path(spark, tmp_path):
@@ -248,8 +248,8 @@ def test_exact_shard_count_on_the_direct_path(spark, tmp_path):
     meta = convert(
         config(**{"input.paths.train": src, "output.path": str(out), "output.shards": 3}), spark
     )
-    assert meta["read_path"] == "direct"
-    assert len(meta["channels"]["train"]["shards"]) == 3
+    assert meta.read_path == "direct"
+    assert len(meta.channels["train"].shards) == 3
     got_x, _, _ = read_run(str(out))
     np.testing.assert_array_equal(sorted_rows(got_x), sorted_rows(x))
 
@@ -269,8 +269,8 @@ def test_filter_and_spark_only_label_choose_their_paths(spark, tmp_path):
         ),
         spark,
     )
-    assert meta["read_path"] == "direct"
-    assert meta["channels"]["train"]["rows"] == int((y >= 2).sum())
+    assert meta.read_path == "direct"
+    assert meta.channels["train"].rows == int((y >= 2).sum())
     out = tmp_path / "b"
     meta = convert(
         config(
@@ -283,7 +283,7 @@ def test_filter_and_spark_only_label_choose_their_paths(spark, tmp_path):
         ),
         spark,
     )
-    assert meta["read_path"] == "spark" and "IF()" in meta["read_path_reason"]
+    assert meta.read_path == "spark" and "IF()" in meta.read_path_reason
     _, got_y, _ = read_run(str(out))
     assert sorted(got_y.tolist()) == sorted(float(v == 3) for v in y[y >= 2])
 
@@ -305,8 +305,8 @@ def test_write_mode_error_refuses_and_overwrite_replaces(spark, tmp_path):
     meta = convert(
         config(**settings, **{"output.mode": "overwrite", "input.filter": "target = 1"}), spark
     )
-    assert meta["channels"]["train"]["rows"] == int((y == 1).sum())
-    assert len(list((out / "data" / "train").iterdir())) == len(meta["channels"]["train"]["shards"])
+    assert meta.channels["train"].rows == int((y == 1).sum())
+    assert len(list((out / "data" / "train").iterdir())) == len(meta.channels["train"].shards)
 
 
 # -- validation: each error names what is wrong, and nothing is written ------------------------
@@ -353,7 +353,7 @@ def test_null_and_nan_features_follow_the_policy(spark, tmp_path, path):
         ),
         spark,
     )
-    assert meta["channels"]["train"]["rows"] == 1 and meta["rows_dropped"] == 3
+    assert meta.channels["train"].rows == 1 and meta.rows_dropped == 3
     out = tmp_path / "zero"
     meta = convert(
         config(
@@ -371,7 +371,7 @@ def test_null_and_nan_features_follow_the_policy(spark, tmp_path, path):
     np.testing.assert_array_equal(
         sorted_rows(got_x), sorted_rows(np.array([[1, 1], [0, 2], [3, 0], [4, 0]], np.float32))
     )
-    assert meta["rows_zeroed"] == 3
+    assert meta.rows_zeroed == 3
 
 
 def test_non_numeric_columns_left_out_are_named_in_one_log_line(spark, tmp_path, caplog):
@@ -381,7 +381,7 @@ def test_non_numeric_columns_left_out_are_named_in_one_log_line(spark, tmp_path,
     )
     with caplog.at_level("INFO", logger="jobs"):
         meta = convert(config(**{"input.paths.train": src, "output.path": tmp_path / "o"}), spark)
-    assert meta["feature_dim"] == 3
+    assert meta.feature_dim == 3
     lines = [r.getMessage() for r in caplog.records if "left out as not numeric" in r.getMessage()]
     assert lines == [
         "features: 3 numeric columns; left out as not numeric: 'name' (string), 'day' (string)"

@@ -4,8 +4,7 @@ nothing."""
 
 from __future__ import annotations
 
-import copy
-import json
+import dataclasses
 from datetime import datetime, timezone
 
 import boto3
@@ -20,8 +19,6 @@ from jobs.spark_job import convert
 from jobs.storage import Store
 from jobs.training import hyperparameters as hpmod
 from jobs.training.sagemaker import build_request, follow, image_uri, job_name, train_sagemaker
-
-pytestmark = pytest.mark.aws
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
@@ -71,6 +68,8 @@ def _cfg(moto_server, uri, **extra):
     return config(**(base | extra))
 
 
+@pytest.mark.spark
+@pytest.mark.aws
 def test_request_is_accepted_and_carries_every_field(moto_server, s3_run):
     uri, meta = s3_run
     cfg = _cfg(
@@ -122,7 +121,7 @@ def test_request_is_accepted_and_carries_every_field(moto_server, s3_run):
     train = channels["train"]["DataSource"]["S3DataSource"]
     assert train == {
         "S3DataType": "ManifestFile",
-        "S3Uri": f"{uri}/manifests/train-{meta['run_id']}.manifest",
+        "S3Uri": f"{uri}/manifests/train-{meta.run_id}.manifest",
         "S3DataDistributionType": "ShardedByS3Key",
     }
     assert channels["train"]["ShuffleConfig"] == {"Seed": 7}
@@ -182,6 +181,7 @@ def _describe(status, secondary, transitions=(), **extra):
     }
 
 
+@pytest.mark.aws
 def test_follow_reports_transitions_log_pages_and_a_failure(moto_server):
     sm, logs = _stubbed(moto_server)
     stream = "job-1/algo-1-1700000000"
@@ -253,6 +253,8 @@ def test_follow_reports_transitions_log_pages_and_a_failure(moto_server):
     assert text.index("epoch 1") < text.index("epoch 2") < text.index("Failed / Failed")
 
 
+@pytest.mark.spark
+@pytest.mark.aws
 def test_a_failed_job_raises_with_its_reason_and_ctrl_c_stops_it(moto_server, s3_run):
     uri, meta = s3_run
     cfg = _cfg(moto_server, uri)
@@ -297,6 +299,8 @@ def test_a_failed_job_raises_with_its_reason_and_ctrl_c_stops_it(moto_server, s3
         s_sm.assert_no_pending_responses()
 
 
+@pytest.mark.spark
+@pytest.mark.aws
 @pytest.mark.parametrize(
     "settings, message",
     [
@@ -347,16 +351,24 @@ def test_local_checks_fail_before_any_call(moto_server, s3_run, settings, messag
     assert message in str(info.value)
 
 
+@pytest.mark.spark
+@pytest.mark.aws
 def test_a_local_run_cannot_train_on_sagemaker(moto_server, s3_run):
     _, meta = s3_run
-    local = copy.deepcopy(meta)
-    for info in local["channels"].values():
-        info["data_prefix"] = "/tmp/run/data/train/"
+    local = dataclasses.replace(
+        meta,
+        channels={
+            name: dataclasses.replace(info, data_prefix=f"/tmp/run/data/{name}/")
+            for name, info in meta.channels.items()
+        },
+    )
     cfg = _cfg(moto_server, "s3://training-runs/run")
     with pytest.raises(TrainingError, match="SageMaker reads S3 only"):
         build_request(cfg, "s3://training-runs/run", local, "job")
 
 
+@pytest.mark.spark
+@pytest.mark.aws
 def test_missing_credentials_fail_before_any_call(
     moto_server, s3_run, monkeypatch, tmp_path, capsys
 ):
@@ -394,11 +406,13 @@ def test_names_images_and_hyperparameter_wire_format():
         "wd": "0.5",
         "epochs": "3",
     }
-    assert json.dumps(
-        hpmod.validate({"learning_rate": "auto", "positive_example_weight_mult": "balanced"})
-    )
+    assert hpmod.validate(
+        {"learning_rate": "AUTO", "positive_example_weight_mult": "Balanced", "epochs": "3"}
+    ) == {"learning_rate": "auto", "positive_example_weight_mult": "balanced", "epochs": 3}
 
 
+@pytest.mark.spark
+@pytest.mark.aws
 def test_no_wait_starts_the_job_and_returns(moto_server, s3_run):
     uri, meta = s3_run
     cfg = _cfg(moto_server, uri)
@@ -413,6 +427,8 @@ def test_no_wait_starts_the_job_and_returns(moto_server, s3_run):
     assert result["status"] == "InProgress" and result["job_arn"] == "arn:aws:sagemaker:x:job/j"
 
 
+@pytest.mark.spark
+@pytest.mark.aws
 def test_shards_that_do_not_match_the_run_are_refused(moto_server, s3_run):
     from jobs.errors import StorageError
 
@@ -420,7 +436,7 @@ def test_shards_that_do_not_match_the_run_are_refused(moto_server, s3_run):
     cfg = _cfg(moto_server, uri)
     store = Store(cfg.s3)
     layout, _ = load_run(uri, store)
-    shard = layout.shard("train", meta["channels"]["train"]["shards"][0]["key"])
+    shard = layout.shard("train", meta.channels["train"].shards[0].key)
     original = store.get(shard)
     store.put(shard, original[:-8])  # one record short
     try:

@@ -196,17 +196,17 @@ def for_run(training, metadata: dict) -> dict:
             f"hyperparameters.predictor_type {predictor!r} disagrees with "
             f"training.predictor_type {training.predictor_type!r}"
         )
-    if metadata.get("predictor_type") and metadata["predictor_type"] != predictor:
+    if metadata.predictor_type and metadata.predictor_type != predictor:
         raise TrainingError(
-            f"the run's labels were checked for {metadata['predictor_type']}, not {predictor}; "
+            f"the run's labels were checked for {metadata.predictor_type}, not {predictor}; "
             "convert again with this predictor_type"
         )
-    d = metadata["feature_dim"]
+    d = metadata.feature_dim
     given = hp.get("feature_dim", "auto")
     if given != "auto" and given != d:
         raise TrainingError(f"hyperparameters.feature_dim = {given}, but the run's shards hold {d}")
     hp["feature_dim"] = d
-    labels = metadata["channels"]["train"].get("labels", {})
+    labels = metadata.channels["train"].labels
     if predictor == "multiclass_classifier":
         k = hp.setdefault("num_classes", training.num_classes)
         if k is None:
@@ -226,6 +226,6 @@ def for_run(training, metadata: dict) -> dict:
                 f"the train channel holds only label {list(labels) or '(none)'}: a "
                 "binary_classifier needs both 0 and 1"
             )
-    if not metadata.get("labelled", True):
+    if not metadata.labelled:
         raise TrainingError("the run has no labels; linear-learner trains on labelled records")
     return hp

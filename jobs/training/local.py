@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from .. import codec
+from ..contract import RunMetadata
 from ..errors import TrainingError
 from ..runinfo import RunLayout
 from ..storage import Store
@@ -25,12 +26,12 @@ log = logging.getLogger(__name__)
 NOTICE = "local stand-in trainer (scikit-learn SGD), not SageMaker's linear-learner"
 
 
-def _batches(store: Store, layout: RunLayout, channel: str, meta: dict, rng=None):
+def _batches(store: Store, layout: RunLayout, channel: str, meta: RunMetadata, rng=None):
     """(features, labels) mini-batches of a channel, shard by shard, without holding it whole."""
-    shards = [s["key"] for s in meta["channels"][channel]["shards"]]
+    shards = [s.key for s in meta.channels[channel].shards]
     if rng is not None:
         shards = [shards[i] for i in rng.permutation(len(shards))]
-    d = meta["feature_dim"]
+    d = meta.feature_dim
     for key in shards:
         with store.open(layout.shard(channel, key)) as stream:
             for batch in codec.iter_batches(stream):
@@ -155,53 +156,26 @@ def _metrics(model, hp, batches, prefix: str) -> dict[str, float]:
     return {f"{prefix}:{k}": float(v) for k, v in out.items()}
 
 
-def train_local(training, run_uri: str, store: Store, metadata: dict, progress=print) -> dict:
+def train_local(
+    training, run_uri: str, store: Store, metadata: RunMetadata, progress=print
+) -> dict:
     """Fit on the train channel, score validation and test; save model and metrics by the run."""
     hp = for_run(training, metadata)
     layout = RunLayout.at(run_uri)
-    epochs = int(hp.get("epochs", 15))
-    batch_size = int(hp.get("mini_batch_size", 1000))
-    seed = 0
-    rng = np.random.default_rng(seed)
-    sparse = metadata["encoding"] == "sparse"
     t0 = time.perf_counter()
     progress(f"training: {NOTICE}")
+
+    def batches(channel, rng=None):
+        return _batches(store, layout, channel, metadata, rng)
+
     scaler = None
     if hp.get("normalize_data", True):
-        scaler = _Scaler(sparse).fit(_batches(store, layout, "train", metadata))
-    model = _model(hp, seed)
-    classes = None
-    if hp["predictor_type"] == "binary_classifier":
-        classes = np.array([0.0, 1.0])
-    elif hp["predictor_type"] == "multiclass_classifier":
-        classes = np.arange(hp["num_classes"], dtype=float)
-    history = []
-    for epoch in range(1, epochs + 1):
-        seen = 0
-        for x, y in _batches(store, layout, "train", metadata, rng):
-            order = rng.permutation(len(y))
-            x, y = x[order], y[order]
-            if scaler is not None:
-                x = scaler(x)
-            for i in range(0, len(y), batch_size):
-                xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-                if classes is not None:
-                    model.partial_fit(xb, yb, classes=classes)
-                else:
-                    model.partial_fit(xb, yb)
-                seen += len(yb)
-        loss = _metrics(
-            model, hp, _scaled(_batches(store, layout, "train", metadata), scaler), "train"
-        )
-        objective = loss.get("train:objective_loss", float("nan"))
-        history.append({"epoch": epoch, "train:objective_loss": objective})
-        progress(f"  epoch {epoch}/{epochs}: {seen} rows, train:objective_loss {objective:.4f}")
+        scaler = _Scaler(metadata.encoding == "sparse").fit(batches("train"))
+    model, history = _fit(hp, batches, scaler, progress)
     metrics = {"train:objective_loss": history[-1]["train:objective_loss"]} if history else {}
     for channel in ("validation", "test"):
-        if channel in metadata["channels"]:
-            metrics |= _metrics(
-                model, hp, _scaled(_batches(store, layout, channel, metadata), scaler), channel
-            )
+        if channel in metadata.channels:
+            metrics |= _metrics(model, hp, _scaled(batches(channel), scaler), channel)
     buf = io.BytesIO()
     pickle.dump({"model": model, "scaler": scaler and scaler.inner, "hyperparameters": hp}, buf)
     model_loc = layout.result("local/model.pkl")
@@ -218,6 +192,40 @@ def train_local(training, run_uri: str, store: Store, metadata: dict, progress=p
     }
     store.put_json(layout.result("local/result.json"), result)
     return result
+
+
+def _fit(hp: dict, batches, scaler, progress, seed: int = 0):
+    """Epochs of mini-batch partial_fit over the shards (in a shuffled order, rows shuffled
+    within each decoded batch); returns the model and the per-epoch train loss."""
+    epochs = int(hp.get("epochs", 15))
+    batch_size = int(hp.get("mini_batch_size", 1000))
+    rng = np.random.default_rng(seed)
+    model = _model(hp, seed)
+    classes = None
+    if hp["predictor_type"] == "binary_classifier":
+        classes = np.array([0.0, 1.0])
+    elif hp["predictor_type"] == "multiclass_classifier":
+        classes = np.arange(hp["num_classes"], dtype=float)
+    history = []
+    for epoch in range(1, epochs + 1):
+        seen = 0
+        for x, y in batches("train", rng):
+            order = rng.permutation(len(y))
+            x, y = x[order], y[order]
+            if scaler is not None:
+                x = scaler(x)
+            for i in range(0, len(y), batch_size):
+                xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+                if classes is not None:
+                    model.partial_fit(xb, yb, classes=classes)
+                else:
+                    model.partial_fit(xb, yb)
+                seen += len(yb)
+        loss = _metrics(model, hp, _scaled(batches("train"), scaler), "train")
+        objective = loss.get("train:objective_loss", float("nan"))
+        history.append({"epoch": epoch, "train:objective_loss": objective})
+        progress(f"  epoch {epoch}/{epochs}: {seen} rows, train:objective_loss {objective:.4f}")
+    return model, history
 
 
 def _scaled(batches, scaler):

@@ -2,7 +2,9 @@
 
 Everything that can be checked locally is checked before CreateTrainingJob (which costs money):
 the run, the hyperparameters, the role ARN, credentials, channels vs instances, the job name.
-Following uses our own polling loop: boto3's waiter gives up after 6 hours.
+Following uses our own polling loop, not boto3's ``training_job_completed_or_stopped`` waiter:
+the loop streams status transitions and CloudWatch log lines while it waits, which a waiter
+cannot (its default also stops after 6 hours: 120 s × 180).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 import time
 from datetime import datetime, timezone
 
+from .. import aws
 from ..errors import TrainingError
 from ..runinfo import RunLayout
 from ..storage import Location, Store
@@ -66,10 +69,10 @@ def job_name(prefix: str, now: datetime | None = None) -> str:
 
 def _channels(sm, layout: RunLayout, meta: dict) -> list[dict]:
     out = []
-    for channel, info in meta["channels"].items():
-        if Location.parse(info["data_prefix"]).scheme != "s3":
+    for channel, info in meta.channels.items():
+        if Location.parse(info.data_prefix).scheme != "s3":
             raise TrainingError(
-                f"channel {channel} is at {info['data_prefix']}: SageMaker reads S3 only; "
+                f"channel {channel} is at {info.data_prefix}: SageMaker reads S3 only; "
                 "convert with output.path on s3://"
             )
         mode = sm.channel_input_modes.get(channel, sm.input_mode)
@@ -83,13 +86,13 @@ def _channels(sm, layout: RunLayout, meta: dict) -> list[dict]:
                 "use data_type S3Prefix or input mode File/Pipe"
             )
         sharded = channel == "train" and sm.instance_count > 1
-        if sharded and len(info["shards"]) < sm.instance_count:
+        if sharded and len(info.shards) < sm.instance_count:
             raise TrainingError(
-                f"channel train has {len(info['shards'])} shards for {sm.instance_count} "
+                f"channel train has {len(info.shards)} shards for {sm.instance_count} "
                 "instances: ShardedByS3Key would leave instances without data; convert with "
                 f"output.shards >= {sm.instance_count} or use fewer instances"
             )
-        uri = info["manifest"] if sm.data_type == "ManifestFile" else info["data_prefix"]
+        uri = info.manifest if sm.data_type == "ManifestFile" else info.data_prefix
         ch = {
             "ChannelName": channel,
             "DataSource": {
@@ -174,21 +177,17 @@ def build_request(config, run_uri: str, meta: dict, name: str) -> dict:
 
 def clients(config):
     """SageMaker and CloudWatch Logs clients; missing credentials fail here, before any call."""
-    import boto3
-    from botocore.config import Config
-
     sm = config.training.sagemaker
-    session = boto3.session.Session(region_name=sm.region or config.s3.region)
-    if session.get_credentials() is None:
+    if not aws.has_credentials():
         raise TrainingError(
             "no AWS credentials found (environment, profile or instance role); "
             "SageMaker training needs them"
         )
-    retries = {"mode": config.s3.retry_mode, "total_max_attempts": config.s3.max_attempts}
-    retry = Config(retries=retries)
+    region = sm.region or config.s3.region
+    retry = (config.s3.retry_mode, config.s3.max_attempts)
     return (
-        session.client("sagemaker", endpoint_url=sm.endpoint_url, config=retry),
-        session.client("logs", endpoint_url=sm.logs_endpoint_url or sm.endpoint_url, config=retry),
+        aws.client("sagemaker", region, sm.endpoint_url, *retry),
+        aws.client("logs", region, sm.logs_endpoint_url or sm.endpoint_url, *retry),
     )
 
 

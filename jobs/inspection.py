@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import codec
+from .contract import RunMetadata, label_key
 from .errors import CodecError, StorageError
 from .runinfo import METADATA, RunLayout, load_run
 from .storage import Location, Store
@@ -35,7 +36,7 @@ class _Hashing:
 
 
 @dataclass
-class ShardReport:
+class ShardCheck:
     uri: str
     records: int = 0
     bytes: int = 0
@@ -47,8 +48,8 @@ class ShardReport:
     problem: str | None = None
 
 
-def inspect_shard(store: Store, loc: Location, head: int = 3) -> ShardReport:
-    report = ShardReport(loc.uri)
+def inspect_shard(store: Store, loc: Location, head: int = 3) -> ShardCheck:
+    report = ShardCheck(loc.uri)
     with store.open(loc) as raw:
         stream = _Hashing(raw)
         try:
@@ -61,14 +62,14 @@ def inspect_shard(store: Store, loc: Location, head: int = 3) -> ShardReport:
     return report
 
 
-def _add(report: ShardReport, batch, head: int) -> None:
+def _add(report: ShardCheck, batch, head: int) -> None:
     sparse = isinstance(batch, codec.SparseBatch)
     report.kind = "sparse" if sparse else "dense"
     report.feature_dim = batch.n_cols if sparse else batch.features.shape[1]
     report.records += len(batch)
     if batch.labels is not None:
         values, counts = np.unique(batch.labels, return_counts=True)
-        report.labels.update({f"{v:g}": int(c) for v, c in zip(values, counts)})
+        report.labels.update({label_key(v): int(c) for v, c in zip(values, counts)})
     while len(report.head) < head and len(report.head) < report.records:
         i = len(report.head) - (report.records - len(batch))
         if sparse:
@@ -87,9 +88,7 @@ def _targets(store: Store, target: str) -> tuple[list[Location], dict | None, Ru
     if store.exists(run.metadata):
         layout, meta = load_run(target, store)
         shards = [
-            layout.shard(ch, s["key"])
-            for ch, info in meta["channels"].items()
-            for s in info["shards"]
+            layout.shard(ch, s.key) for ch, info in meta.channels.items() for s in info.shards
         ]
         return shards, meta, layout
     if loc.key.endswith(".manifest") and store.exists(loc):
@@ -144,21 +143,21 @@ def inspect(store: Store, target: str, head: int = 3, verify: bool = True) -> di
     }
 
 
-def _verify(reports: list[ShardReport], meta: dict, layout: RunLayout) -> list[str]:
+def _verify(reports: list[ShardCheck], meta: RunMetadata, layout: RunLayout) -> list[str]:
     by_uri = {r.uri: r for r in reports}
     problems = []
-    for channel, info in meta["channels"].items():
-        for s in info["shards"]:
-            uri = layout.shard(channel, s["key"]).uri
+    for channel, info in meta.channels.items():
+        for s in info.shards:
+            uri = layout.shard(channel, s.key).uri
             r = by_uri.get(uri)
             if r is None or r.problem:
                 continue
-            if r.sha256 != s["sha256"]:
+            if r.sha256 != s.sha256:
                 problems.append(
-                    f"{uri}: sha256 {r.sha256[:12]}… differs from the run's {s['sha256'][:12]}…"
+                    f"{uri}: sha256 {r.sha256[:12]}… differs from the run's {s.sha256[:12]}…"
                 )
-            if r.records != s["rows"]:
-                problems.append(f"{uri}: {r.records} records, the run metadata says {s['rows']}")
+            if r.records != s.rows:
+                problems.append(f"{uri}: {r.records} records, the run metadata says {s.rows}")
     return problems
 
 

@@ -2,8 +2,9 @@
 
 A task owns one partition (a Parquet fragment on the direct path, a Spark partition on the Spark
 path) and writes it as shards named by (channel, partition, roll), so a retried or speculative
-attempt rewrites the same names with the same bytes. It reports what it wrote as JSON-able
-dicts; a data error is reported, not raised, so Spark does not retry what cannot succeed.
+attempt rewrites the same names with the same bytes. It reports what it wrote as typed reports
+(:mod:`jobs.contract`); a data error is reported, not raised, so Spark does not retry what
+cannot succeed.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import numpy as np
 import pyarrow as pa
 
 from . import codec
+from .contract import Report, ShardReport, TaskFailure, TaskReport, label_key
 from .errors import CodecError, InputError, StorageError
 from .runinfo import RunLayout, shard_name
-from .select import Rows, Selector, to_csr, to_dense
+from .selection import Rows, Selector, to_csr, to_dense
 from .settings import S3Settings
 from .storage import ShardWriter, open_shard
 
@@ -82,7 +84,7 @@ class _ChannelSink:
         self.roll = 0
         self.rows = 0
         self.labels: Counter = Counter()
-        self.done: list[dict] = []
+        self.done: list[ShardReport] = []
 
     def write(self, rows: Rows) -> None:
         n = len(rows)
@@ -105,7 +107,7 @@ class _ChannelSink:
         self.rows += n
         if rows.labels is not None and p.selector.predictor_type != "regressor":
             values, counts = np.unique(rows.labels, return_counts=True)
-            self.labels.update({_label_key(v): int(c) for v, c in zip(values, counts)})
+            self.labels.update({label_key(v): int(c) for v, c in zip(values, counts)})
 
     def close(self) -> None:
         w, self.writer = self.writer, None
@@ -113,16 +115,11 @@ class _ChannelSink:
             return
         w.close()
         self.done.append(
-            {
-                "channel": self.channel,
-                "key": self.key,
-                "partition": self.partition,
-                "rows": self.rows,
-                "bytes": w.bytes,
-                "sha256": w.sha256,
-                "labels": dict(self.labels),
-            }
-        )
+            ShardReport(
+                self.channel, self.key, self.partition, self.rows, w.bytes, w.sha256,
+                dict(self.labels),
+            )
+        )  # fmt: skip
         log.info("shard %s/%s: %d rows, %.1f MB", self.channel, self.key, self.rows, w.bytes / 1e6)
         self.rows = 0
         self.labels = Counter()
@@ -131,10 +128,6 @@ class _ChannelSink:
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
-
-
-def _label_key(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
 def _rss_mb() -> float:
@@ -148,8 +141,9 @@ def _rss_mb() -> float:
 
 def write_partition(
     plan: TaskPlan, partition: int, batches: Iterable[pa.RecordBatch], where: str
-) -> Iterator[dict]:
-    """Encode and write one partition; yields one dict per shard, then a task summary."""
+) -> Iterator[Report]:
+    """Encode and write one partition; yields a ShardReport per shard, then a TaskReport (or
+    a TaskFailure for a data error)."""
     start = time.perf_counter()
     route = plan.route(partition)
     sinks: dict[str, _ChannelSink] = {}
@@ -177,7 +171,7 @@ def write_partition(
         for sink in sinks.values():
             sink.abort()
         text = str(exc) if isinstance(exc, InputError) else f"{where}: {exc}"
-        yield {"error": text, "partition": partition, "where": where}
+        yield TaskFailure(partition, where, text)
         return
     except Exception as exc:  # S3, network, disk: Spark retries the attempt
         for sink in sinks.values():
@@ -189,12 +183,4 @@ def write_partition(
         raise
     for sink in sinks.values():
         yield from sink.done
-    seconds = time.perf_counter() - start
-    yield {
-        "task": partition,
-        "channel": plan.channel,
-        "where": where,
-        "seconds": seconds,
-        "peak_rss_mb": peak,
-        **stats,
-    }
+    yield TaskReport(partition, plan.channel, where, time.perf_counter() - start, peak, **stats)

@@ -1,203 +1,21 @@
 """Label and feature selection on Arrow data, shared by both read paths. No Spark, no I/O.
 
-The label and filter are Spark SQL expressions. The direct path evaluates the common ones
-(column references, numeric literals, comparisons, AND/OR/NOT, arithmetic, CAST) with
-pyarrow.compute after translating them here; anything else sends the job down the Spark path,
-where Spark itself evaluates the expression.
+Turns Arrow batches (the label evaluated, features as columns, one array column or one Spark ML
+Vector column) into :class:`Rows` ready for the encoder, with the checks and the invalid-value
+policy applied.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .errors import InputError
 
 LABEL = "__label__"
 FEATURES = "__features__"
-
-_TOKEN = re.compile(
-    r"\s*(?:(?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)"
-    r"|`(?P<quoted>(?:[^`]|``)+)`|(?P<word>[A-Za-z_][A-Za-z_0-9]*)"
-    r"|(?P<op><=>|==|!=|<>|<=|>=|[-+*/()<>=,])|(?P<other>\S))"
-)
-_CASTS = {
-    "FLOAT": pa.float32(),
-    "REAL": pa.float32(),
-    "DOUBLE": pa.float64(),
-    "INT": pa.int32(),
-    "INTEGER": pa.int32(),
-    "BIGINT": pa.int64(),
-    "LONG": pa.int64(),
-    "SMALLINT": pa.int16(),
-    "TINYINT": pa.int8(),
-    "BOOLEAN": pa.bool_(),
-}
-_COMPARE = {
-    "=": pc.equal,
-    "==": pc.equal,
-    "!=": pc.not_equal,
-    "<>": pc.not_equal,
-    "<": pc.less,
-    "<=": pc.less_equal,
-    ">": pc.greater,
-    ">=": pc.greater_equal,
-}
-
-
-class Untranslatable(Exception):
-    """The expression needs Spark; the message says which part."""
-
-
-def _tokens(text: str) -> list[tuple[str, str]]:
-    out = []
-    for m in _TOKEN.finditer(text):
-        kind = m.lastgroup
-        if kind is None:
-            continue
-        value = m.group(kind)
-        if kind == "other":
-            raise Untranslatable(f"character {value!r}")
-        if kind == "quoted":
-            kind, value = "name", value.replace("``", "`")
-        elif kind == "word":
-            kind = "name"
-        out.append((kind, value))
-    return out
-
-
-class _Parser:
-    """Recursive descent over the small Spark SQL subset the direct path evaluates."""
-
-    def __init__(self, text: str):
-        self.toks = _tokens(text)
-        self.i = 0
-        self.columns: list[str] = []
-
-    def peek(self, *values: str) -> bool:
-        if self.i < len(self.toks):
-            kind, v = self.toks[self.i]
-            return (v.upper() if kind == "name" else v) in values
-        return False
-
-    def take(self):
-        if self.i >= len(self.toks):
-            raise Untranslatable("an incomplete expression")
-        tok = self.toks[self.i]
-        self.i += 1
-        return tok
-
-    def expect(self, value: str) -> None:
-        kind, v = self.take()
-        if (v.upper() if kind == "name" else v) != value:
-            raise Untranslatable(f"{v!r} where {value!r} was expected")
-
-    def parse(self):
-        expr = self.or_()
-        if self.i != len(self.toks):
-            raise Untranslatable(f"{self.toks[self.i][1]!r}")
-        return expr
-
-    def or_(self):
-        e = self.and_()
-        while self.peek("OR"):
-            self.take()
-            e = pc.or_kleene(e, self.and_())
-        return e
-
-    def and_(self):
-        e = self.not_()
-        while self.peek("AND"):
-            self.take()
-            e = pc.and_kleene(e, self.not_())
-        return e
-
-    def not_(self):
-        if self.peek("NOT"):
-            self.take()
-            return pc.invert(self.not_())
-        return self.cmp()
-
-    def cmp(self):
-        e = self.add()
-        if self.peek(*_COMPARE):
-            op = self.take()[1]
-            e = _COMPARE[op](e, self.add())
-        return e
-
-    def add(self):
-        e = self.mul()
-        while self.peek("+", "-"):
-            op = self.take()[1]
-            e = (pc.add_checked if op == "+" else pc.subtract_checked)(e, self.mul())
-        return e
-
-    def mul(self):
-        e = self.unary()
-        while self.peek("*", "/"):
-            op = self.take()[1]
-            rhs = self.unary()
-            if op == "*":
-                e = pc.multiply_checked(e, rhs)
-            else:  # Spark's / is always fractional
-                e = pc.divide(e.cast(pa.float64()), rhs.cast(pa.float64()))
-        return e
-
-    def unary(self):
-        if self.peek("-"):
-            self.take()
-            return pc.negate_checked(self.unary())
-        return self.primary()
-
-    def primary(self):
-        kind, v = self.take()
-        if kind == "num":
-            is_int = re.fullmatch(r"\d+", v) is not None
-            return pc.scalar(int(v) if is_int else float(v))
-        if v == "(":
-            e = self.or_()
-            self.expect(")")
-            return e
-        if kind == "name":
-            upper = v.upper()
-            if upper in ("TRUE", "FALSE"):
-                return pc.scalar(upper == "TRUE")
-            if upper == "CAST" and self.peek("("):
-                self.take()
-                e = self.or_()
-                self.expect("AS")
-                _, t = self.take()
-                if t.upper() not in _CASTS:
-                    raise Untranslatable(f"CAST to {t}")
-                self.expect(")")
-                return e.cast(_CASTS[t.upper()])
-            if self.peek("("):
-                raise Untranslatable(f"the function {v}()")
-            self.columns.append(v)
-            return pc.field(v)
-        raise Untranslatable(repr(v))
-
-
-def arrow_expression(text: str) -> tuple[pc.Expression, list[str]]:
-    """A pyarrow expression equal to the Spark SQL ``text``, and the columns it reads.
-
-    Raises Untranslatable (with the reason) when the direct path cannot evaluate it.
-    """
-    parser = _Parser(text)
-    return parser.parse(), list(dict.fromkeys(parser.columns))
-
-
-def referenced_columns(text: str, names: list[str]) -> list[str]:
-    """Columns of ``names`` a Spark SQL expression mentions (by token, for any expression)."""
-    words = set()
-    for m in re.finditer(r"`((?:[^`]|``)+)`|([A-Za-z_][A-Za-z_0-9]*)", text):
-        words.add((m.group(1) or m.group(2)).replace("``", "`"))
-    lower = {w.lower() for w in words}
-    return [n for n in names if n in words or n.lower() in lower]
 
 
 def is_numeric(t: pa.DataType) -> bool:
@@ -280,44 +98,12 @@ class Selector:
         self.num_classes = num_classes
 
     def rows(self, batch: pa.RecordBatch, where: str) -> Rows:
+        """The batch's rows, checked; ``where`` (a file or partition) goes into every error."""
         n = batch.num_rows
         bad = np.zeros(n, dtype=bool)
-        bad_columns: dict[str, int] = {}
         out = Rows(labels=None)
-        if self.feature_columns is not None and not self.assembled:
-            x = np.empty((n, len(self.feature_columns)), dtype=np.float32)
-            for j, name in enumerate(self.feature_columns):
-                x[:, j], _ = _float32(batch.column(name))
-            out.dense = x
-        else:
-            col = batch.column(FEATURES)
-            if isinstance(col, pa.ChunkedArray):
-                col = col.combine_chunks()
-            if is_vector(col.type):
-                self._vector(col, out, bad, where)
-            else:
-                self._array(col, out, bad, where)
-        finite = self._finite_rows(out)
-        if not finite.all():
-            bad |= ~finite
-            if out.dense is not None and self.feature_columns is not None:
-                cols = ~np.isfinite(out.dense[~finite]).all(axis=0)
-                for j in np.flatnonzero(cols)[:5]:
-                    bad_columns[self.feature_columns[j]] = int(
-                        (~np.isfinite(out.dense[:, j])).sum()
-                    )
-        if self.labelled:
-            labels, lnull = _float32(batch.column(LABEL))
-            lbad = ~np.isfinite(labels)
-            if lbad.any():
-                if self.invalid != "drop":
-                    raise InputError(
-                        f"label: {_rows(int(lbad.sum()))} in {where} with a null, NaN or "
-                        "infinite label (set select.invalid: drop to leave them out)"
-                    )
-            out.labels = labels
-        else:
-            lbad = np.zeros(n, dtype=bool)
+        bad_columns = self._features(batch, out, bad, where)
+        lbad = self._labels(batch, out, where) if self.labelled else np.zeros(n, dtype=bool)
         if bad.any():
             count = int(bad.sum())
             if self.invalid == "error":
@@ -340,6 +126,46 @@ class Selector:
         if self.labelled:
             self._check_labels(out.labels, where)
         return out
+
+    def _features(self, batch, out: Rows, bad: np.ndarray, where: str) -> dict[str, int]:
+        """Fill ``out`` with the features, mark rows with bad values in ``bad``; returns the
+        columns that hold them (named columns only) with their counts."""
+        if self.feature_columns is not None and not self.assembled:
+            x = np.empty((batch.num_rows, len(self.feature_columns)), dtype=np.float32)
+            for j, name in enumerate(self.feature_columns):
+                x[:, j], _ = _float32(batch.column(name))
+            out.dense = x
+        else:
+            col = batch.column(FEATURES)
+            if isinstance(col, pa.ChunkedArray):
+                col = col.combine_chunks()
+            if is_vector(col.type):
+                self._vector(col, out, bad, where)
+            else:
+                self._array(col, out, bad, where)
+        finite = self._finite_rows(out)
+        bad_columns: dict[str, int] = {}
+        if not finite.all():
+            bad |= ~finite
+            if out.dense is not None and self.feature_columns is not None:
+                cols = ~np.isfinite(out.dense[~finite]).all(axis=0)
+                for j in np.flatnonzero(cols)[:5]:
+                    bad_columns[self.feature_columns[j]] = int(
+                        (~np.isfinite(out.dense[:, j])).sum()
+                    )
+        return bad_columns
+
+    def _labels(self, batch, out: Rows, where: str) -> np.ndarray:
+        """Fill ``out.labels``; returns the rows whose label is null, NaN or infinite."""
+        labels, _ = _float32(batch.column(LABEL))
+        lbad = ~np.isfinite(labels)
+        if lbad.any() and self.invalid != "drop":
+            raise InputError(
+                f"label: {_rows(int(lbad.sum()))} in {where} with a null, NaN or "
+                "infinite label (set select.invalid: drop to leave them out)"
+            )
+        out.labels = labels
+        return lbad
 
     def _finite_rows(self, out: Rows) -> np.ndarray:
         if out.dense is not None:

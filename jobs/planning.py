@@ -1,0 +1,253 @@
+"""The conversion's plan, decided on the driver before any task runs: the read path, which
+columns are features and how they arrive in a row (the layout), feature_dim and the encoding.
+Pure: schemas and a sample in, a :class:`Plan` out (no Spark, no I/O).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from . import codec
+from .errors import CodecError, ConfigError, InputError
+from .expressions import Untranslatable, arrow_expression
+from .selection import FEATURES, LABEL, Selector, is_numeric, is_numeric_list, is_vector
+from .settings import FeatureSpec, JobConfig
+
+log = logging.getLogger(__name__)
+
+SPARSE_IF_SMALLER = 0.5  # auto picks sparse when it is estimated at most half the dense bytes
+
+
+@dataclass(frozen=True)
+class Column:
+    """An input column as planning sees it: ``category`` numeric | array | vector | other."""
+
+    name: str
+    category: str
+    type: str
+
+
+def arrow_columns(schema: pa.Schema) -> list[Column]:
+    out = []
+    for f in schema:
+        t = f.type
+        category = (
+            "numeric" if is_numeric(t)
+            else "array" if is_numeric_list(t)
+            else "vector" if is_vector(t)
+            else "other"
+        )  # fmt: skip
+        out.append(Column(f.name, category, str(t)))
+    return out
+
+
+@dataclass(frozen=True)
+class ReadChoice:
+    """Which read path, and why; on the direct path the translated label and filter."""
+
+    path: str  # direct | spark
+    reason: str
+    label_expr: object = None  # pyarrow expressions (direct path)
+    filter_expr: object = None
+    label_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    read: ReadChoice
+    layout: str  # how features arrive in a row: columns | array | vector
+    columns: list[str]  # the feature columns read (one for array and vector)
+    feature_dim: int
+    encoding: str  # dense | sparse
+    sampled_density: float | None
+
+
+def choose_read_path(config: JobConfig, have_dataframe: bool) -> ReadChoice:
+    """Direct when pyarrow can evaluate the whole selection; the reason either way."""
+    wanted = config.read.path
+    select = config.select
+    blockers = []
+    if have_dataframe:
+        blockers.append("the input is a DataFrame")
+    if select.features.chosen_by == "vector":
+        blockers.append("Spark ML Vector features are read through Spark")
+    label_expr = filter_expr = None
+    label_columns: list[str] = []
+    for what, text in (("label", select.label), ("filter", config.input.filter)):
+        if not text:
+            continue
+        try:
+            expr, cols = arrow_expression(text)
+        except Untranslatable as exc:
+            blockers.append(f"the {what} {text!r} uses {exc}, which only Spark evaluates")
+            continue
+        if what == "label":
+            label_expr, label_columns = expr.cast(pa.float32()), cols
+        else:
+            filter_expr = expr
+    if wanted == "spark":
+        return ReadChoice("spark", "read.path is spark")
+    if blockers:
+        if wanted == "direct":
+            raise ConfigError(f"read.path is direct, but {'; '.join(blockers)}")
+        return ReadChoice("spark", "; ".join(blockers))
+    return ReadChoice(
+        "direct",
+        "plain Parquet and a selection pyarrow evaluates",
+        label_expr,
+        filter_expr,
+        tuple(label_columns),
+    )
+
+
+def check_label_columns(label: str | None, columns: list[Column], label_columns) -> None:
+    names = {c.name for c in columns}
+    missing = [c for c in label_columns if c not in names]
+    if missing:
+        raise InputError(
+            f"select.label {label!r} reads {missing[0]!r}, which is not a column of the input"
+        )
+
+
+def resolve_features(spec: FeatureSpec, columns: list[Column], label_columns) -> tuple:
+    """(layout, names): layout is columns | array | vector; names are the columns read."""
+    by_name = {c.name: c for c in columns}
+    chosen_by = spec.chosen_by
+    if chosen_by in ("array", "vector"):
+        name = getattr(spec, chosen_by)
+        col = by_name.get(name)
+        if col is None:
+            raise InputError(f"select.features.{chosen_by}: no column {name!r} in the input")
+        if col.category != chosen_by:
+            what = "an array of numbers" if chosen_by == "array" else "a Spark ML Vector"
+            raise InputError(
+                f"select.features.{chosen_by}: column {name!r} is {col.type}, not {what}"
+            )
+        return chosen_by, [name]
+    if chosen_by == "columns":
+        missing = [c for c in spec.columns if c not in by_name]
+        if missing:
+            raise InputError(
+                f"select.features.columns: {_columns(len(missing))} not in the input: "
+                f"{', '.join(map(repr, missing[:10]))}"
+            )
+        names = list(spec.columns)
+    elif chosen_by == "pattern":
+        try:
+            pattern = re.compile(spec.pattern)
+        except re.error as exc:
+            raise ConfigError(f"select.features.pattern {spec.pattern!r}: {exc}") from None
+        names = [c.name for c in columns if pattern.fullmatch(c.name)]
+        if not names:
+            raise InputError(f"select.features.pattern {spec.pattern!r} matches no column")
+    else:
+        names = _numeric_features(columns, label_columns)
+    unknown = [c for c in spec.exclude if c not in by_name]
+    if unknown:
+        raise InputError(
+            f"select.features.exclude: {_columns(len(unknown))} not in the input: "
+            f"{', '.join(map(repr, unknown[:10]))}"
+        )
+    names = [n for n in names if n not in spec.exclude]
+    if chosen_by != "numeric":
+        clash = [n for n in names if n in label_columns]
+        if clash:
+            raise InputError(f"feature columns {clash} are also used by the label")
+    wrong = [by_name[n] for n in names if by_name[n].category != "numeric"]
+    if wrong:
+        listed = ", ".join(f"{c.name!r} ({c.type})" for c in wrong[:10])
+        raise InputError(f"{_columns(len(wrong), 'feature column')} not numeric: {listed}")
+    if not names:
+        raise InputError("every feature column was excluded")
+    return "columns", names
+
+
+def _numeric_features(columns: list[Column], label_columns) -> list[str]:
+    """Every numeric column the label does not read; the others are named in one log line."""
+    names = [c.name for c in columns if c.category == "numeric" and c.name not in label_columns]
+    if not names:
+        raise InputError("no numeric feature columns besides the label's")
+    left_out = [c for c in columns if c.category != "numeric" and c.name not in label_columns]
+    if left_out:
+        log.info(
+            "features: %d numeric columns; left out as not numeric: %s",
+            len(names),
+            ", ".join(f"{c.name!r} ({c.type})" for c in left_out[:20])
+            + (f" and {len(left_out) - 20} more" if len(left_out) > 20 else ""),
+        )
+    return names
+
+
+def _columns(n: int, what: str = "column") -> str:
+    return f"1 {what} is" if n == 1 else f"{n:,} {what}s are"
+
+
+def selector(config: JobConfig, read: ReadChoice, layout, names, d, **overrides) -> Selector:
+    """The run's row selector (the same in every task, and for the density estimate)."""
+    t = config.training
+    settings = {
+        "labelled": bool(config.select.label),
+        "invalid": config.select.invalid,
+        "predictor_type": t.predictor_type,
+        "num_classes": t.num_classes,
+        "assembled": read.path == "spark",
+    }
+    return Selector(names if layout == "columns" else None, d, **(settings | overrides))
+
+
+def decide(config: JobConfig, read: ReadChoice, layout: str, names: list[str], sample) -> Plan:
+    """feature_dim (from the columns, or the sampled array/vector), and the encoding: the one
+    configured, or by the density measured on ``sample`` (an Arrow batch or None)."""
+    if layout == "columns":
+        d = len(names)
+    elif sample is None:
+        raise InputError("the input has no rows, so the feature dimension is unknown")
+    else:
+        d = _dim_of(sample.column(FEATURES), names[0])
+    density = None
+    encoding = config.output.encoding
+    if encoding == "auto":
+        density = _density(config, read, layout, names, sample, d)
+        dense_bytes = 4 * d
+        sparse_bytes = density * d * (4 + (1 if d <= 128 else 2 if d <= 16384 else 3))
+        encoding = "sparse" if sparse_bytes <= SPARSE_IF_SMALLER * dense_bytes else "dense"
+        log.info(
+            "encoding: %s (measured density %.3f; sparse ≈ %.2f× the dense bytes)",
+            encoding,
+            density,
+            sparse_bytes / max(dense_bytes, 1),
+        )
+    if encoding == "dense":
+        try:  # every dense record is the same size: too big is known before any task runs
+            codec.DenseLayout.of(d, bool(config.select.label))
+        except CodecError:
+            raise InputError(
+                f"output.encoding dense: records of {d:,} features would exceed RecordIO's "
+                f"2^29-byte record limit; use output.encoding: sparse"
+            ) from None
+    return Plan(read, layout, names, d, encoding, density)
+
+
+def _density(config, read, layout, names, sample, d) -> float:
+    if sample is None or sample.num_rows == 0:
+        return 1.0
+    # the run's own selector, minus the checks a density estimate does not need
+    sel = selector(config, read, layout, names, d, labelled=False, invalid="zero")
+    rows = sel.rows(sample.select([c for c in sample.schema.names if c != LABEL]), "the sample")
+    return rows.nnz() / max(len(rows) * d, 1)
+
+
+def _dim_of(col, name: str) -> int:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_struct(col.type):  # a Vector: dense rows carry values, sparse ones a size
+        t = col.field("type").to_numpy(zero_copy_only=False)
+        return int(col.field("size")[0].as_py() if t[0] == 0 else len(col.field("values")[0]))
+    valid = col.drop_null()
+    if len(valid) == 0:
+        raise InputError(f"column {name!r}: every sampled row is null")
+    return len(valid[0])
