@@ -7,12 +7,12 @@ STAMP := $(VENV)/.setup-stamp
 # sagemaker-pyspark pins pyspark==3.3.0; we run 3.5.x, so it is installed without its dependencies.
 SAGEMAKER_PYSPARK := sagemaker-pyspark==1.4.5
 
-.PHONY: setup java test test-fast run bench lint clean lock package
+.PHONY: setup java protobuf-jar test test-fast run bench lint clean lock package
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
-	@$(MAKE) --no-print-directory java
+	@$(MAKE) --no-print-directory java protobuf-jar
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "Python >= 3.10 is required (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -28,6 +28,16 @@ java:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless; \
 	else echo "Java $$v found"; fi
+
+# The sagemaker-spark JVM writer (our byte-for-byte reference for Vector columns, and the
+# writer `make bench` races) needs protobuf-java on Spark's classpath; pyspark 3.5 no longer
+# ships it. Debian's libprotobuf-java (3.21) encodes the same bytes as the 2.5.0 it was built on.
+PROTOBUF_JAR := /usr/share/java/protobuf.jar
+protobuf-jar:
+	@if [ -f $(PROTOBUF_JAR) ]; then echo "protobuf-java found ($(PROTOBUF_JAR))"; else \
+	  echo "installing libprotobuf-java (the JVM reference writer needs it)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libprotobuf-java; fi
 
 test: setup
 	$(PY) -m ruff check jobs tests bench
@@ -46,7 +56,7 @@ run: setup
 # deps (not pyspark: the cluster's Spark provides it), the spark-submit entry script, the config.
 # The wheel is built from a copy of the sources, so nothing is written into the checkout.
 DIST ?= dist
-RUNTIME_DEPS := numpy pyarrow boto3 pyyaml
+RUNTIME_DEPS := numpy pyarrow boto3 pyyaml sqlglot
 package: setup
 	rm -rf $(DIST) && mkdir -p $(DIST)
 	src=$$(mktemp -d) && cp -r jobs pyproject.toml README.md $$src/ && \

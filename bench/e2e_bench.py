@@ -34,7 +34,11 @@ def _dataset() -> Path:
 
 
 def protobuf_jar() -> str | None:
-    """protobuf-java-2.5.0.jar for the JVM writer: pyspark 3.3.0's sdist carries it."""
+    """protobuf-java for the JVM writer: Debian's libprotobuf-java (`make setup` installs it;
+    same bytes as 2.5.0), else protobuf-java-2.5.0.jar from pyspark 3.3.0's sdist."""
+    system = Path(os.environ.get("PROTOBUF_JAR", "/usr/share/java/protobuf.jar"))
+    if system.is_file():
+        return str(system)
     jar = CACHE / "protobuf-java-2.5.0.jar"
     if jar.exists():
         return str(jar)
@@ -124,7 +128,7 @@ def run() -> dict[str, float]:
             ("sagemaker-spark JVM writer, as assembled", jvm_writer(False)),
         ]
     else:
-        print("protobuf-java-2.5.0.jar unavailable (no pip download): JVM writer not measured")
+        print("protobuf-java unavailable (make setup installs it): JVM writer not measured")
     results = {}
     for name, fn in cases:
         t = time.perf_counter()

@@ -30,6 +30,15 @@ class _Plain:
     text: str
 
 
+@dataclasses.dataclass(frozen=True)
+class _Raw:
+    """A ``--set`` value that is not YAML: a text setting takes it as typed (Spark SQL with
+    backticks, ``a: b``), any other setting refuses it with YAML's complaint."""
+
+    text: str
+    problem: str
+
+
 class _Loader(yaml.SafeLoader):
     """YAML without the timestamp type (dates stay text); plain bools and numbers as _Plain."""
 
@@ -124,6 +133,10 @@ def _build(cls, data, where: str):
 def _coerce(hint, value, path: str):
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if isinstance(value, _Raw) and origin not in (typing.Union, types.UnionType):
+        if hint is str:
+            return value.text
+        raise ConfigError(f"--set {path}={value.text}: not valid YAML ({value.problem})")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -191,7 +204,7 @@ def _set(tree: dict, dotted: str, raw: str) -> None:
         node[keys[-1]] = _yaml(raw) if raw != "" else None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"--set {dotted}={raw}: not valid YAML ({problem})") from None
+        node[keys[-1]] = _Raw(raw, problem)  # text settings take it; others refuse it
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:

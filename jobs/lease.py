@@ -120,6 +120,7 @@ class Lease:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._on_lost: Callable[[], None] | None = None
+        self._made_root = False  # the lease's file created the output folder
 
     @property
     def held(self) -> bool:
@@ -130,6 +131,7 @@ class Lease:
         renewal for ``timeout_s``, or a dead process on this host) is taken over with
         ``mode`` overwrite; ``force`` takes over any holder's."""
         me = Holder.me(self.run_id, self.timeout_s, self.command)
+        self._made_root = not self.store.folder_exists(self.root)
         for _ in range(10):
             try:
                 self._token = self.store.create_exclusive(self.loc, me.dump())
@@ -262,6 +264,8 @@ class Lease:
         try:
             if not self.store.delete_if(self.loc, token):
                 log.warning("the lease on %s changed hands before release", self.root.uri)
+            elif self._made_root:  # a run that wrote nothing leaves no empty folder behind
+                self.store.remove_empty_folder(self.root)
         except Exception as exc:  # releasing late only delays the next run until the timeout
             log.warning("could not release the lease on %s: %s", self.root.uri, exc)
 

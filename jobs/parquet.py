@@ -1,14 +1,26 @@
-"""Parquet inputs read with pyarrow: listing fragments on the driver, reading them in tasks.
+"""Parquet inputs as Spark lays them out: found on the driver, read by the direct path's tasks.
 
-This is the direct path's reader. The same S3 settings as the shard writer reach the data
-(endpoint, region); credentials come from the environment's default chain, never from config.
+An input is a file, a folder (read recursively) or a Hadoop glob (``*``, ``?``, ``[ab]``,
+``{a,b}`` within one path component). Names starting with ``.`` or ``_`` are skipped, as Spark
+skips them (``_SUCCESS``, ``.crc`` files, ``_temporary/``), except ``_name=value`` partition
+folders. Folders named ``key=value`` at the bottom of a folder input are Hive partition columns,
+typed as Spark infers them (int, bigint, double, or string; ``__HIVE_DEFAULT_PARTITION__`` is
+NULL). Every file's footer is read once: the schema is the union of all files' columns (a file
+without a column reads NULLs there, as Spark's ``mergeSchema`` does), and a column whose type
+differs between files is refused, naming both. A layout the direct path would read differently
+from Spark is *declined* (the reason says why) and the Spark path reads it.
+
+The same S3 settings as the shard writer reach the data (endpoint, region); credentials come
+from the environment's default chain, never from config.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from urllib.parse import urlparse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -18,6 +30,10 @@ import pyarrow.parquet as pq
 from .aws import S3_SCHEMES
 from .errors import InputError
 from .settings import S3Settings
+
+GLOB = re.compile(r"[*?\[{]")
+DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+FOOTER_THREADS = 16
 
 
 def filesystem(uri: str, s3: S3Settings) -> tuple[pafs.FileSystem, str]:
@@ -35,60 +51,286 @@ def filesystem(uri: str, s3: S3Settings) -> tuple[pafs.FileSystem, str]:
     raise InputError(f"input {uri!r}: unsupported scheme {parsed.scheme!r}")
 
 
-@dataclass(frozen=True)
-class Piece:
-    """Part of one Parquet file: all of it (row_groups None) or some row groups."""
-
-    uri: str
-    path: str  # on its filesystem
-    row_groups: tuple[int, ...] | None = None
-
-
-def check_exists(uris: list[str], s3: S3Settings) -> list[tuple[pafs.FileSystem, str]]:
-    """Each input's filesystem and path; a missing input is an error naming it."""
-    fss = [filesystem(u, s3) for u in uris]
-    for uri, (fs, path) in zip(uris, fss):
-        if type(fs) is not type(fss[0][0]):
-            raise InputError(f"inputs mix local and S3 paths ({uris[0]!r}, {uri!r})")
-        if fs.get_file_info(path).type == pafs.FileType.NotFound:
-            raise InputError(f"input path {uri} does not exist")
-    return fss
-
-
-def _dataset(uris: list[str], s3: S3Settings) -> tuple[pafs.FileSystem, ds.Dataset]:
-    fss = check_exists(uris, s3)
-    fs = fss[0][0]
-    paths = [p for _, p in fss]
-    try:
-        dataset = ds.dataset(paths if len(paths) > 1 else paths[0], filesystem=fs, format="parquet")
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"cannot read Parquet at {', '.join(uris)}: {exc}") from None
-    return fs, dataset
-
-
 def _uri_of(template: str, path: str) -> str:
     scheme = urlparse(template).scheme
     return f"{scheme}://{path}" if scheme in S3_SCHEMES else path
 
 
-def inspect(uris: list[str], s3: S3Settings) -> tuple[pa.Schema, list[Piece]]:
-    """The inputs' schema and one piece per file, in path order."""
-    fs, dataset = _dataset(uris, s3)
-    files = sorted(dataset.files)
-    if not files:
+@dataclass(frozen=True)
+class ParquetFile:
+    uri: str
+    path: str  # on its filesystem
+    size: int = 0
+    rows: int = 0
+    row_groups: tuple[tuple[int, int], ...] = ()  # (rows, bytes) per row group
+    partition: tuple[tuple[str, object], ...] = ()  # (column, value) from key=value folders
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of one Parquet file: all of it (row_groups None) or some row groups."""
+
+    file: ParquetFile
+    row_groups: tuple[int, ...] | None = None
+
+    @property
+    def uri(self) -> str:
+        return self.file.uri
+
+
+@dataclass(frozen=True)
+class Inventory:
+    files: tuple[ParquetFile, ...]
+    schema: pa.Schema  # the files' columns, then the partition columns
+    partition_columns: tuple[str, ...] = ()
+    merged: bool = False  # the files' schemas differ: Spark needs mergeSchema
+    declined: str | None = None  # why only the Spark path reads this layout as Spark does
+    data_schema: pa.Schema = field(default=None)
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+
+def _hidden(name: str) -> bool:
+    """Spark's rule for names it does not read (InMemoryFileIndex)."""
+    return (
+        name.startswith(".")
+        or (name.startswith("_") and "=" not in name)
+        or name.endswith("._COPYING_")
+    )
+
+
+def _glob_regex(pattern: str) -> re.Pattern:
+    """A Hadoop glob as a regex: ``*``/``?`` stay within one component, ``{a,b}`` alternates."""
+    out, i, depth = [], 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = pattern.index("]", i)
+            body = pattern[i + 1 : j]
+            out.append("[" + ("^" + body[1:] if body.startswith(("^", "!")) else body) + "]")
+            i = j
+        elif c == "{":
+            out.append("(?:")
+            depth += 1
+        elif c == "}" and depth:
+            out.append(")")
+            depth -= 1
+        elif c == "," and depth:
+            out.append("|")
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out))
+
+
+def _expand(uri: str, fs, path: str) -> list[str]:
+    """The paths a glob matches (files and folders), sorted: listed level by level below the
+    glob's fixed prefix, only as deep as the glob goes."""
+    cut = GLOB.search(path).start()
+    base = path[:cut].rsplit("/", 1)[0]
+    if base.strip("/") == "":
+        raise InputError(f"input {uri}: a glob needs a fixed folder before it")
+    pattern = _glob_regex(path)
+    parts = path[len(base) :].strip("/").split("/")
+    level = [base]
+    for depth in range(len(parts)):
+        prefix = _glob_regex("/".join(parts[: depth + 1]))
+        nxt = []
+        for folder in level:
+            try:
+                infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+            except OSError:
+                continue
+            for info in infos:
+                rel = info.path[len(base) :].strip("/")
+                last = depth == len(parts) - 1
+                if not prefix.fullmatch(rel) or (not last and info.type != pafs.FileType.Directory):
+                    continue
+                nxt.append(info.path)
+        level = nxt
+    matched = sorted(p for p in level if pattern.fullmatch(p))
+    if not matched:
+        raise InputError(f"input {uri} matches no file or folder")
+    return matched
+
+
+@dataclass
+class _Found:
+    uri: str
+    path: str
+    size: int
+    parts: tuple[tuple[str, str], ...]  # raw key=value folders, outermost first
+    under_glob: bool
+
+
+def _walk(uri: str, s3: S3Settings) -> list[_Found]:
+    fs, path = filesystem(uri, s3)
+    globbed = bool(GLOB.search(path))
+    roots = _expand(uri, fs, path) if globbed else [path]
+    found = []
+    for root in roots:  # in path order, as Spark lists them
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.NotFound:
+            raise InputError(f"input path {uri} does not exist")
+        if info.type == pafs.FileType.File:
+            found.append(_Found(_uri_of(uri, root), root, info.size, (), globbed))
+            continue
+        entries = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        for entry in sorted(entries, key=lambda e: e.path):
+            if entry.type != pafs.FileType.File:
+                continue
+            rel = entry.path[len(root) :].strip("/").split("/")
+            if any(_hidden(part) for part in rel):
+                continue
+            parts = []
+            for folder in reversed(rel[:-1]):  # Spark: the key=value folders nearest the file
+                if "=" not in folder:
+                    break
+                key, _, value = folder.partition("=")
+                parts.append((unquote(key), unquote(value)))
+            found.append(
+                _Found(_uri_of(uri, entry.path), entry.path, entry.size, tuple(reversed(parts)),
+                       globbed)
+            )  # fmt: skip
+    return found
+
+
+_INT = re.compile(r"[+-]?\d+")
+_DOUBLE = re.compile(r"[+-]?(?:NaN|Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)")
+_JAVA_ONLY = re.compile(r"(?i)\s|[fd]$|^[+-]?0x|^\d{4}-\d{1,2}")  # what Spark reads otherwise
+
+
+def _partition_type(values: list[str]) -> tuple[str | None, str | None]:
+    """(Arrow type name, or None to decline, and the reason) for one column's raw values."""
+    raw = [v for v in values if v != DEFAULT_PARTITION]
+    if any(_JAVA_ONLY.search(v) for v in raw):
+        return None, "a partition value Spark reads as a date, timestamp or Java number form"
+    if all(_INT.fullmatch(v) for v in raw):
+        ints = [int(v) for v in raw]
+        if all(-(2**31) <= i < 2**31 for i in ints):
+            return "int32", None
+        if all(-(2**63) <= i < 2**63 for i in ints):
+            return "int64", None
+        return None, "a partition value beyond bigint (Spark reads it as a decimal)"
+    if all(_DOUBLE.fullmatch(v) for v in raw):
+        return "float64", None
+    return "string", None
+
+
+def _partitions(found: list[_Found]) -> tuple[dict[str, pa.DataType], str | None]:
+    names = {tuple(k for k, _ in f.parts) for f in found}
+    if not any(names):
+        return {}, None
+    if len(names) > 1:
+        return {}, f"folders with different partition columns ({sorted(names)[:2]})"
+    if any(f.under_glob for f in found):
+        return {}, "partition folders under a glob"
+    keys = next(iter(names))
+    types = {}
+    for i, key in enumerate(keys):
+        name, why = _partition_type([f.parts[i][1] for f in found])
+        if name is None:
+            return {}, f"partition column {key!r}: {why}"
+        types[key] = getattr(pa, name)() if name != "string" else pa.string()
+    return types, None
+
+
+def _typed(value: str, t: pa.DataType):
+    if value == DEFAULT_PARTITION:
+        return None
+    if pa.types.is_integer(t):
+        return int(value)
+    if pa.types.is_floating(t):
+        return float(value.replace("Infinity", "inf"))
+    return value
+
+
+def _footer(found: _Found, s3: S3Settings):
+    fs, _ = filesystem(found.uri, s3)
+    try:
+        meta = pq.ParquetFile(found.path, filesystem=fs).metadata
+        return meta.schema.to_arrow_schema(), meta
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise InputError(f"cannot read Parquet file {found.uri}: {exc}") from None
+
+
+def _unify(schemas: list[tuple[str, pa.Schema]]) -> tuple[pa.Schema, bool]:
+    """The union of the files' columns; a column of two types (or two spellings) is refused."""
+    fields: dict[str, tuple[pa.Field, str]] = {}
+    lower: dict[str, str] = {}
+    for uri, schema in schemas:
+        for f in schema:
+            seen = fields.get(f.name)
+            if seen is None:
+                other = lower.get(f.name.lower())
+                if other is not None:
+                    raise InputError(
+                        f"column {f.name!r} in {uri} and {other!r} in {fields[other][1]} differ "
+                        "only in case, which Spark reads as one ambiguous column"
+                    )
+                fields[f.name] = (f, uri)
+                lower[f.name.lower()] = f.name
+            elif seen[0].type != f.type:
+                raise InputError(
+                    f"column {f.name!r} is {seen[0].type} in {seen[1]} but {f.type} in {uri}: "
+                    "files of one input must agree on each column's type"
+                )
+    unified = pa.schema([f for f, _ in fields.values()])
+    merged = any(len(s) != len(unified) for _, s in schemas)
+    return unified, merged
+
+
+def discover(uris: list[str], s3: S3Settings) -> Inventory:
+    """Every Parquet file of the inputs, with its footer's facts, and the unified schema."""
+    found = [f for uri in uris for f in _walk(uri, s3)]
+    if not found:
         raise InputError(f"no Parquet files under {', '.join(uris)}")
-    return dataset.schema, [Piece(_uri_of(uris[0], f), f) for f in files]
+    fss = {type(filesystem(f.uri, s3)[0]) for f in found}
+    if len(fss) > 1:
+        raise InputError(f"inputs mix local and S3 paths ({', '.join(uris)})")
+    with ThreadPoolExecutor(min(FOOTER_THREADS, len(found))) as pool:
+        footers = list(pool.map(lambda f: _footer(f, s3), found))
+    data_schema, merged = _unify([(f.uri, schema) for f, (schema, _) in zip(found, footers)])
+    part_types, declined = _partitions(found)
+    clash = [k for k in part_types if k.lower() in {n.lower() for n in data_schema.names}]
+    if clash:
+        part_types, declined = {}, f"partition column {clash[0]!r} is also a column in the files"
+    files = tuple(
+        ParquetFile(
+            f.uri, f.path, f.size, meta.num_rows,
+            tuple((meta.row_group(i).num_rows, meta.row_group(i).total_byte_size)
+                  for i in range(meta.num_row_groups)),
+            tuple((k, _typed(v, part_types[k])) for k, v in f.parts if k in part_types),
+        )
+        for f, (_, meta) in zip(found, footers)
+    )  # fmt: skip
+    schema = pa.schema([*data_schema, *(pa.field(k, t) for k, t in part_types.items())])
+    return Inventory(files, schema, tuple(part_types), merged, declined, data_schema)
 
 
-def split_row_groups(pieces: list[Piece], n: int, s3: S3Settings) -> list[list[Piece]] | None:
+def check_exists(uris: list[str], s3: S3Settings) -> None:
+    """A missing input is an error naming it (the Spark path's first check)."""
+    for uri in uris:
+        fs, path = filesystem(uri, s3)
+        if GLOB.search(path):
+            _expand(uri, fs, path)
+        elif fs.get_file_info(path).type == pafs.FileType.NotFound:
+            raise InputError(f"input path {uri} does not exist")
+
+
+def split_row_groups(files, n: int) -> list[list[Piece]] | None:
     """``n`` contiguous groups of row groups with about equal rows; None when there are fewer
     than ``n`` row groups."""
-    units = []
-    for piece in pieces:
-        fs, _ = filesystem(piece.uri, s3)
-        meta = pq.ParquetFile(piece.path, filesystem=fs).metadata
-        units += [(piece, rg, meta.row_group(rg).num_rows) for rg in range(meta.num_row_groups)]
-    units = [u for u in units if u[2] > 0]
+    units = [(f, rg, rows) for f in files for rg, (rows, _) in enumerate(f.row_groups) if rows > 0]
     if len(units) < n:
         return None
     total = sum(u[2] for u in units)
@@ -102,32 +344,51 @@ def split_row_groups(pieces: list[Piece], n: int, s3: S3Settings) -> list[list[P
         seen += unit[2]
     out = []
     for group in groups:
-        pieces_out: list[Piece] = []
-        for piece, rg, _ in group:
-            if pieces_out and pieces_out[-1].path == piece.path:
-                last = pieces_out[-1]
-                pieces_out[-1] = Piece(last.uri, last.path, (*last.row_groups, rg))
+        pieces: list[Piece] = []
+        for f, rg, _ in group:
+            if pieces and pieces[-1].file == f:
+                pieces[-1] = Piece(f, (*pieces[-1].row_groups, rg))
             else:
-                pieces_out.append(Piece(piece.uri, piece.path, (rg,)))
-        out.append(pieces_out)
+                pieces.append(Piece(f, (rg,)))
+        out.append(pieces)
     return out
 
 
 def read_pieces(
     pieces: list[Piece],
     s3: S3Settings,
-    columns: dict,
-    filter_expr,
+    inventory_schema: pa.Schema,
+    columns: list[str],
     batch_rows: int,
 ) -> Iterator[pa.RecordBatch]:
-    """Batches of the projected ``columns`` (name → expression) from each piece, in order."""
+    """Batches of ``columns`` from each piece, in order: a column a file lacks reads as NULLs,
+    a partition column is the file's value."""
     fmt = ds.ParquetFileFormat()
     for piece in pieces:
+        partition = dict(piece.file.partition)
+        data_cols = [c for c in columns if c not in partition]
         fs, _ = filesystem(piece.uri, s3)
+        schema = pa.schema([inventory_schema.field(c) for c in data_cols])
         try:
-            fragment = fmt.make_fragment(piece.path, filesystem=fs, row_groups=piece.row_groups)
-            yield from fragment.to_batches(
-                columns=columns, filter=filter_expr, batch_size=batch_rows, use_threads=False
+            fragment = fmt.make_fragment(
+                piece.file.path, filesystem=fs, row_groups=piece.row_groups
             )
+            for batch in fragment.to_batches(
+                schema=schema, columns=data_cols, batch_size=batch_rows, use_threads=False
+            ):
+                yield _with_partition(batch, partition, columns, inventory_schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
             raise InputError(f"cannot read Parquet file {piece.uri}: {exc}") from None
+
+
+def _with_partition(batch, partition: dict, columns, schema) -> pa.RecordBatch:
+    if not partition:
+        return batch
+    arrays = []
+    for name in columns:
+        if name in partition:
+            t = schema.field(name).type
+            arrays.append(pa.array([partition[name]] * batch.num_rows, t))
+        else:
+            arrays.append(batch.column(name))
+    return pa.RecordBatch.from_arrays(arrays, names=columns)

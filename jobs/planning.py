@@ -13,7 +13,8 @@ import pyarrow as pa
 
 from . import codec
 from .errors import CodecError, ConfigError, InputError
-from .expressions import Untranslatable, arrow_expression
+from .expressions import Compiled, Untranslatable, compile_expression
+from .parquet import Inventory
 from .selection import FEATURES, LABEL, Selector, is_numeric, is_numeric_list, is_vector
 from .settings import FeatureSpec, JobConfig
 
@@ -47,13 +48,16 @@ def arrow_columns(schema: pa.Schema) -> list[Column]:
 
 @dataclass(frozen=True)
 class ReadChoice:
-    """Which read path, and why; on the direct path the translated label and filter."""
+    """Which read path, and why; on the direct path the compiled label and filter."""
 
     path: str  # direct | spark
     reason: str
-    label_expr: object = None  # pyarrow expressions (direct path)
-    filter_expr: object = None
-    label_columns: tuple[str, ...] = ()
+    label: Compiled | None = None
+    filter: Compiled | None = None
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        return tuple(self.label.columns) if self.label else ()
 
 
 @dataclass(frozen=True)
@@ -66,51 +70,41 @@ class Plan:
     sampled_density: float | None
 
 
-def choose_read_path(config: JobConfig, have_dataframe: bool) -> ReadChoice:
-    """Direct when pyarrow can evaluate the whole selection; the reason either way."""
+def choose_read_path(config: JobConfig, inventory: Inventory | None, ansi: bool) -> ReadChoice:
+    """Direct when pyarrow reads the layout and evaluates the whole selection exactly as Spark
+    would (``inventory`` None: a caller's DataFrame); the reason either way."""
     wanted = config.read.path
-    select = config.select
-    blockers = []
-    if have_dataframe:
-        blockers.append("the input is a DataFrame")
-    if select.features.chosen_by == "vector":
-        blockers.append("Spark ML Vector features are read through Spark")
-    label_expr = filter_expr = None
-    label_columns: list[str] = []
-    for what, text in (("label", select.label), ("filter", config.input.filter)):
-        if not text:
-            continue
-        try:
-            expr, cols = arrow_expression(text)
-        except Untranslatable as exc:
-            blockers.append(f"the {what} {text!r} uses {exc}, which only Spark evaluates")
-            continue
-        if what == "label":
-            label_expr, label_columns = expr.cast(pa.float32()), cols
-        else:
-            filter_expr = expr
     if wanted == "spark":
         return ReadChoice("spark", "read.path is spark")
+    blockers = []
+    compiled = {}
+    if inventory is None:
+        blockers.append("the input is a DataFrame")
+    else:
+        if inventory.declined:
+            blockers.append(f"the input's layout has {inventory.declined}")
+        for what, key, text in (
+            ("label", "select.label", config.select.label),
+            ("filter", "input.filter", config.input.filter),
+        ):
+            if not text:
+                continue
+            try:
+                compiled[what] = compile_expression(text, inventory.schema, ansi).checked_as(what)
+            except Untranslatable as exc:
+                blockers.append(f"the {what} {text!r} uses {exc}, which only Spark evaluates")
+            except InputError as exc:
+                raise InputError(f"{key} {text!r}: {exc}") from None
     if blockers:
         if wanted == "direct":
             raise ConfigError(f"read.path is direct, but {'; '.join(blockers)}")
         return ReadChoice("spark", "; ".join(blockers))
     return ReadChoice(
         "direct",
-        "plain Parquet and a selection pyarrow evaluates",
-        label_expr,
-        filter_expr,
-        tuple(label_columns),
+        "plain Parquet and a selection the direct path evaluates as Spark does",
+        compiled.get("label"),
+        compiled.get("filter"),
     )
-
-
-def check_label_columns(label: str | None, columns: list[Column], label_columns) -> None:
-    names = {c.name for c in columns}
-    missing = [c for c in label_columns if c not in names]
-    if missing:
-        raise InputError(
-            f"select.label {label!r} reads {missing[0]!r}, which is not a column of the input"
-        )
 
 
 def resolve_features(spec: FeatureSpec, columns: list[Column], label_columns) -> tuple:
@@ -186,15 +180,23 @@ def _columns(n: int, what: str = "column") -> str:
     return f"1 {what} is" if n == 1 else f"{n:,} {what}s are"
 
 
-def selector(config: JobConfig, read: ReadChoice, layout, names, d, **overrides) -> Selector:
+def selector(
+    config: JobConfig, read: ReadChoice, layout, names, d, encoding="dense", **overrides
+) -> Selector:
     """The run's row selector (the same in every task, and for the density estimate)."""
     t = config.training
+    direct = read.path == "direct"
     settings = {
         "labelled": bool(config.select.label),
         "invalid": config.select.invalid,
         "predictor_type": t.predictor_type,
         "num_classes": t.num_classes,
-        "assembled": read.path == "spark",
+        "assembled": not direct,
+        "label": read.label,
+        "sparse_output": encoding == "sparse",
+        # the direct path reads the array or vector column under its own name
+        "features_column": names[0] if direct and layout != "columns" else FEATURES,
+        "features_name": names[0],
     }
     return Selector(names if layout == "columns" else None, d, **(settings | overrides))
 
@@ -207,7 +209,8 @@ def decide(config: JobConfig, read: ReadChoice, layout: str, names: list[str], s
     elif sample is None:
         raise InputError("the input has no rows, so the feature dimension is unknown")
     else:
-        d = _dim_of(sample.column(FEATURES), names[0])
+        column = names[0] if read.path == "direct" else FEATURES
+        d = _dim_of(sample.column(column), names[0])
     density = None
     encoding = config.output.encoding
     if encoding == "auto":
@@ -235,8 +238,9 @@ def decide(config: JobConfig, read: ReadChoice, layout: str, names: list[str], s
 def _density(config, read, layout, names, sample, d) -> float:
     if sample is None or sample.num_rows == 0:
         return 1.0
-    # the run's own selector, minus the checks a density estimate does not need
-    sel = selector(config, read, layout, names, d, labelled=False, invalid="zero")
+    # the run's own selector, minus the checks a density estimate does not need: the stored
+    # values a sparse record would carry, per cell
+    sel = selector(config, read, layout, names, d, "sparse", labelled=False, invalid="zero")
     rows = sel.rows(sample.select([c for c in sample.schema.names if c != LABEL]), "the sample")
     return rows.nnz() / max(len(rows) * d, 1)
 

@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import InputError
+from .exact import column_to_float32 as _float32
+from .expressions import Compiled, ExpressionError
 
 LABEL = "__label__"
 FEATURES = "__features__"
@@ -62,18 +64,6 @@ class Rows:
         return int(np.count_nonzero(self.dense)) if self.dense is not None else int(self.indptr[-1])
 
 
-def _float32(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
-    """Values as float32 (nulls as NaN) and the null mask (None when there are no nulls)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if not pa.types.is_float32(arr.type):
-        arr = arr.cast(pa.float32())
-    nulls = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
-    if nulls is not None:
-        arr = arr.fill_null(float("nan"))
-    return arr.to_numpy(zero_copy_only=False), nulls
-
-
 class Selector:
     """Turns Arrow batches into Rows: checks, the invalid-value policy, label domain."""
 
@@ -86,6 +76,10 @@ class Selector:
         predictor_type: str,
         num_classes: int | None = None,
         assembled: bool = False,
+        label: Compiled | None = None,
+        sparse_output: bool = False,
+        features_column: str = FEATURES,
+        features_name: str | None = None,
     ):
         # feature_columns name the features; they are read one by one unless ``assembled``
         # (Spark built them into one array column, FEATURES) or None (an array/vector column)
@@ -96,6 +90,13 @@ class Selector:
         self.invalid = invalid
         self.predictor_type = predictor_type
         self.num_classes = num_classes
+        # the direct path evaluates the label here; the Spark path hands it over as LABEL
+        self.label = label
+        # vectors: keep what a SparseVector stores (sparse) or every value bit for bit (dense)
+        self.sparse_output = sparse_output
+        # one array or vector column: its name in the batch, and as the user named it
+        self.features_column = features_column
+        self.features_name = features_name or features_column
 
     def rows(self, batch: pa.RecordBatch, where: str) -> Rows:
         """The batch's rows, checked; ``where`` (a file or partition) goes into every error."""
@@ -136,7 +137,7 @@ class Selector:
                 x[:, j], _ = _float32(batch.column(name))
             out.dense = x
         else:
-            col = batch.column(FEATURES)
+            col = batch.column(self.features_column)
             if isinstance(col, pa.ChunkedArray):
                 col = col.combine_chunks()
             if is_vector(col.type):
@@ -157,7 +158,14 @@ class Selector:
 
     def _labels(self, batch, out: Rows, where: str) -> np.ndarray:
         """Fill ``out.labels``; returns the rows whose label is null, NaN or infinite."""
-        labels, _ = _float32(batch.column(LABEL))
+        if self.label is not None:
+            try:
+                column = self.label.as_float32(batch)
+            except ExpressionError as exc:
+                raise InputError(f"select.label {self.label.text!r}: {exc}, in {where}") from None
+        else:
+            column = batch.column(LABEL)
+        labels, _ = _float32(column)
         lbad = ~np.isfinite(labels)
         if lbad.any() and self.invalid != "drop":
             raise InputError(
@@ -199,7 +207,9 @@ class Selector:
 
     def _array(self, col: pa.Array, out: Rows, bad: np.ndarray, where: str) -> None:
         if not is_numeric_list(col.type):
-            raise InputError(f"feature column has type {col.type}; expected array<float|double>")
+            raise InputError(
+                f"column {self.features_name!r} has type {col.type}; expected array<float|double>"
+            )
         n = len(col)
         lengths = col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
         valid = ~col.is_null().to_numpy(zero_copy_only=False)
@@ -208,8 +218,8 @@ class Selector:
         if odd.any():
             seen = np.unique(lengths[odd])[:5].tolist()
             raise InputError(
-                f"ragged feature array: {_rows(int(odd.sum()))} in {where} with a length other "
-                f"than {d} (lengths seen: {seen})"
+                f"column {self.features_name!r}: ragged feature array: {_rows(int(odd.sum()))} "
+                f"in {where} with a length other than {d} (lengths seen: {seen})"
             )
         flat, _ = _float32(col.flatten())
         x = np.zeros((n, d), dtype=np.float32)
@@ -220,10 +230,16 @@ class Selector:
         bad |= ~valid
 
     def _vector(self, col: pa.StructArray, out: Rows, bad: np.ndarray, where: str) -> None:
+        """Spark ML Vectors (struct<type, size, indices, values>), as the sagemaker-spark JVM
+        writer takes them: values as float32 bit for bit (-0.0 stays -0.0); a SparseVector's
+        stored entries all stay in sparse output, explicit zeros included; a DenseVector's
+        zeros are not stored entries. A null vector is an invalid row."""
         n = len(col)
-        kind = col.field("type").to_numpy(zero_copy_only=False)
-        size = col.field("size").fill_null(-1).to_numpy(zero_copy_only=False)
-        vals = col.field("values")
+        valid = ~col.is_null().to_numpy(zero_copy_only=False)
+        sub = col if valid.all() else col.filter(pa.array(valid))
+        kind = sub.field("type").to_numpy(zero_copy_only=False)
+        size = sub.field("size").fill_null(-1).to_numpy(zero_copy_only=False)
+        vals = sub.field("values")
         lens = vals.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
         sparse = kind == 0
         width = np.where(sparse, size, lens)
@@ -231,22 +247,27 @@ class Selector:
         if odd.any():
             seen = np.unique(width[odd])[:5].tolist()
             raise InputError(
-                f"feature vectors of different sizes: {_rows(int(odd.sum()))} in {where} with a "
-                f"size other than {self.d} (sizes seen: {seen})"
+                f"column {self.features_name!r}: feature vectors of different sizes: "
+                f"{_rows(int(odd.sum()))} in {where} with a size other than {self.d} "
+                f"(sizes seen: {seen})"
             )
         values, _ = _float32(vals.flatten())
         starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
         idx = np.arange(values.size, dtype=np.int64) - np.repeat(starts, lens)
         in_sparse = np.repeat(sparse, lens)
         if in_sparse.any():
-            idx[in_sparse] = col.field("indices").flatten().to_numpy(zero_copy_only=False)
-        keep = values != 0  # explicit zeros: the same record as the dense path would write
-        row_of = np.repeat(np.arange(n), lens)
-        per_row = np.bincount(row_of[keep], minlength=n)
-        out.indptr = np.concatenate(([0], np.cumsum(per_row))).astype(np.int64)
-        out.indices = idx[keep]
-        out.values = values[keep]
-        bad |= col.is_null().to_numpy(zero_copy_only=False)
+            idx[in_sparse] = sub.field("indices").flatten().to_numpy(zero_copy_only=False)
+        row_of = np.flatnonzero(valid)[np.repeat(np.arange(len(sub)), lens)]
+        if self.sparse_output:
+            keep = in_sparse | (values != 0)
+            per_row = np.bincount(row_of[keep], minlength=n)
+            out.indptr = np.concatenate(([0], np.cumsum(per_row))).astype(np.int64)
+            out.indices = idx[keep]
+            out.values = values[keep]
+        else:
+            out.dense = np.zeros((n, self.d), np.float32)
+            out.dense[row_of, idx] = values
+        bad |= ~valid
 
     def _check_labels(self, labels: np.ndarray, where: str) -> None:
         if self.predictor_type == "binary_classifier":

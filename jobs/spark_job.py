@@ -35,7 +35,6 @@ from .planning import (
     Plan,
     ReadChoice,
     arrow_columns,
-    check_label_columns,
     choose_read_path,
     decide,
     resolve_features,
@@ -46,7 +45,7 @@ from .runinfo import RunLayout
 from .selection import FEATURES, LABEL
 from .settings import JobConfig
 from .storage import Location, Store, require_credentials
-from .task import TaskPlan, write_partition
+from .task import TaskPlan, filtered, write_partition
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,10 @@ class Conversion:
             out=cfg.output.path,
             run_id=self.layout.run_id,
             s3=cfg.s3,
-            selector=selector(cfg, plan.read, plan.layout, plan.columns, plan.feature_dim),
+            selector=selector(
+                cfg, plan.read, plan.layout, plan.columns, plan.feature_dim, plan.encoding
+            ),
+            filter=plan.read.filter,
             encoding=plan.encoding,
             feature_dim=plan.feature_dim,
             max_shard_bytes=None if cfg.output.shards else cfg.output.max_shard_mb << 20,
@@ -182,60 +184,71 @@ class Conversion:
     def _plan(self):
         """The plan, and how to run its tasks (a callable of the TaskPlan)."""
         cfg = self.config
-        read = choose_read_path(cfg, self.dataframe is not None)
+        inventories = self._inventories()
+        first = next(iter(inventories.values()), None)
+        ansi = self.spark.conf.get("spark.sql.ansi.enabled", "false").lower() == "true"
+        read = choose_read_path(cfg, first, ansi)
         if read.path == "direct":
-            schema, tasks = self._direct_tasks()
+            tasks = self._direct_tasks(inventories)
             if tasks is not None:
-                return self._plan_direct(read, schema, tasks)
+                return self._plan_direct(read, inventories, tasks)
             read = ReadChoice(
                 "spark",
                 f"output.shards={cfg.output.shards} needs at least that many Parquet row groups "
                 "per channel",
             )
-        return self._plan_spark(read)
+        return self._plan_spark(read, inventories)
 
-    def _direct_tasks(self):
-        """The inputs' schema and the tasks: (channel or None for a split, index, pieces)."""
+    def _inventories(self) -> dict:
+        """Channel (None for a split input) → its Parquet files and schema; {} for a DataFrame."""
         cfg = self.config
-        schema = None
-        tasks = []
+        if self.dataframe is not None:
+            return {}
+        out = {}
         for channel, uris in cfg.channels().items():
-            if cfg.input.split and tasks:
+            out[None if cfg.input.split else channel] = parquet.discover(uris, cfg.s3)
+            if cfg.input.split:
                 break  # one input, routed in the tasks
-            schema_c, pieces = parquet.inspect(uris, cfg.s3)
-            schema = schema or schema_c
-            name = None if cfg.input.split else channel
-            if cfg.output.shards:
-                groups = parquet.split_row_groups(pieces, cfg.output.shards, cfg.s3)
+        return out
+
+    def _direct_tasks(self, inventories):
+        """(channel or None for a split, index, pieces) per task; None when output.shards
+        asks for more tasks than there are row groups."""
+        tasks = []
+        for channel, inventory in inventories.items():
+            if self.config.output.shards:
+                groups = parquet.split_row_groups(inventory.files, self.config.output.shards)
                 if groups is None:
-                    return schema, None
+                    return None
             else:
-                groups = [[p] for p in pieces]
-            tasks += [(name, i, g) for i, g in enumerate(groups)]
-        return schema, tasks
+                groups = [[parquet.Piece(f)] for f in inventory.files]
+            tasks += [(channel, i, g) for i, g in enumerate(groups)]
+        return tasks
 
-    def _plan_direct(self, read: ReadChoice, schema, tasks):
-        import pyarrow.compute as pc
-
+    def _plan_direct(self, read: ReadChoice, inventories, tasks):
         cfg = self.config
-        columns = arrow_columns(schema)
-        check_label_columns(cfg.select.label, columns, read.label_columns)
+        first = next(iter(inventories.values()))
+        columns = arrow_columns(first.schema)
         layout, names = resolve_features(cfg.select.features, columns, read.label_columns)
-        projection = {} if read.label_expr is None else {LABEL: read.label_expr}
-        if layout == "array":
-            projection[FEATURES] = pc.field(names[0])
-        else:
-            projection |= {n: pc.field(n) for n in names}
-        sample = self._direct_sample(tasks, projection, read.filter_expr)
+        needed = [*names, *read.label_columns, *(read.filter.columns if read.filter else [])]
+        needed = list(dict.fromkeys(needed))
+        _same_columns(inventories, needed)
+        schemas = {c: inv.schema for c, inv in inventories.items()}
+        sample = self._direct_sample(tasks, schemas, needed, read.filter)
         plan = decide(cfg, read, layout, names, sample)
-        run = functools.partial(
-            self._run_direct, tasks=tasks, projection=projection, filter_expr=read.filter_expr
-        )
+        run = functools.partial(self._run_direct, tasks=tasks, schemas=schemas, columns=needed)
         return plan, run
 
-    def _plan_spark(self, read: ReadChoice):
+    def _plan_spark(self, read: ReadChoice, inventories):
         cfg = self.config
-        frames = self._spark_frames()
+        for inventory in inventories.values():
+            half = [f.name for f in inventory.schema if pa.types.is_float16(f.type)]
+            if half:
+                raise InputError(
+                    f"column {half[0]!r} is float16, which Spark 3.5 cannot read, and the "
+                    f"Spark path was chosen ({read.reason}); the direct path reads float16"
+                )
+        frames = self._spark_frames(inventories)
         columns = _spark_columns(next(iter(frames.values())).schema)
         label_cols = referenced_columns(cfg.select.label or "", [c.name for c in columns])
         layout, names = resolve_features(cfg.select.features, columns, label_cols)
@@ -246,7 +259,7 @@ class Conversion:
         plan = decide(cfg, read, layout, names, sample)
         return plan, functools.partial(self._run_spark, frames=frames)
 
-    def _spark_frames(self):
+    def _spark_frames(self, inventories):
         """Channel (None for a split input) → DataFrame of the raw input, filter applied."""
         cfg = self.config
         if self.dataframe is not None:
@@ -254,8 +267,9 @@ class Conversion:
         else:
             frames = {}
             for channel, uris in cfg.channels().items():
-                parquet.check_exists(uris, cfg.s3)
-                frames[None if cfg.input.split else channel] = self.spark.read.parquet(*uris)
+                key = None if cfg.input.split else channel
+                merge = "true" if inventories[key].merged else "false"
+                frames[key] = self.spark.read.option("mergeSchema", merge).parquet(*uris)
                 if cfg.input.split:
                     break
         if cfg.input.filter:
@@ -271,20 +285,21 @@ class Conversion:
         if self.config.select.label:
             cols.append(F.expr(self.config.select.label).cast("float").alias(LABEL))
         if layout == "columns":
-            cols.append(F.array(*[F.col(f"`{n}`").cast("float") for n in names]).alias(FEATURES))
+            cols.append(F.array(*[F.col(_quoted(n)).cast("float") for n in names]).alias(FEATURES))
         else:
-            cols.append(F.col(f"`{names[0]}`").alias(FEATURES))
+            cols.append(F.col(_quoted(names[0])).alias(FEATURES))
         try:
             return df.select(*cols)
         except AnalysisException as exc:
             msg = str(exc).splitlines()[0]
             raise InputError(f"select.label {self.config.select.label!r}: {msg}") from None
 
-    def _direct_sample(self, tasks, projection, filter_expr) -> pa.RecordBatch | None:
-        for _, _, pieces in tasks:
-            for batch in parquet.read_pieces(
-                pieces, self.config.s3, projection, filter_expr, SAMPLE_ROWS
-            ):
+    def _direct_sample(self, tasks, schemas, columns, filter_) -> pa.RecordBatch | None:
+        for channel, _, pieces in tasks:
+            batches = parquet.read_pieces(
+                pieces, self.config.s3, schemas[channel], columns, SAMPLE_ROWS
+            )
+            for batch in filtered(batches, filter_, pieces[0].uri):
                 if batch.num_rows:
                     return batch
         return None
@@ -310,7 +325,7 @@ class Conversion:
         return pa.ipc.read_record_batch(pa.py_buffer(got[0]["ipc"]), schema)
 
     # -- running ---------------------------------------------------------------------------
-    def _run_direct(self, plan: TaskPlan, tasks, projection, filter_expr) -> list[Report]:
+    def _run_direct(self, plan: TaskPlan, tasks, schemas, columns) -> list[Report]:
         batch_rows = self.config.read.batch_rows
         plans = {c: dataclasses.replace(plan, channel=c) for c in {t[0] for t in tasks}}
 
@@ -319,7 +334,9 @@ class Conversion:
             for channel, partition, pieces in items:
                 more = f" (+{len(pieces) - 1} more)" if len(pieces) > 1 else ""
                 where = f"{pieces[0].uri}{more}"
-                batches = parquet.read_pieces(pieces, plan.s3, projection, filter_expr, batch_rows)
+                batches = parquet.read_pieces(
+                    pieces, plan.s3, schemas[channel], columns, batch_rows
+                )
                 for report in write_partition(plans[channel], partition, batches, where):
                     yield report_to_json(report)
 
@@ -348,6 +365,29 @@ class Conversion:
             rows = df.mapInArrow(run_task, "report string").collect()
             reports += [report_from_json(r["report"]) for r in rows]
         return reports
+
+
+def _quoted(name: str) -> str:
+    """A column name for Spark SQL, whatever it holds (backticks, dots, spaces)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _same_columns(inventories: dict, columns: list[str]) -> None:
+    """Every channel has the columns the plan reads, of the same types as the first."""
+    (first_channel, first), *others = inventories.items()
+    for channel, inventory in others:
+        for name in columns:
+            want = first.schema.field(name).type
+            if name not in inventory.schema.names:
+                raise InputError(
+                    f"channel {channel} has no column {name!r} (channel {first_channel} has)"
+                )
+            got = inventory.schema.field(name).type
+            if got != want:
+                raise InputError(
+                    f"column {name!r} is {got} in channel {channel} but {want} in channel "
+                    f"{first_channel}"
+                )
 
 
 def _spark_columns(schema) -> list[Column]:

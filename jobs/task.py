@@ -22,6 +22,7 @@ import pyarrow as pa
 from . import codec
 from .contract import Report, ShardReport, TaskFailure, TaskReport, label_key
 from .errors import CodecError, InputError, StorageError
+from .expressions import Compiled, ExpressionError
 from .runinfo import RunLayout, shard_name
 from .selection import Rows, Selector, to_csr, to_dense
 from .settings import S3Settings
@@ -44,6 +45,7 @@ class TaskPlan:
     channel: str | None = None  # None: rows are routed by ``split``
     split: dict[str, float] = field(default_factory=dict)
     seed: int = 42
+    filter: Compiled | None = None  # the direct path's input.filter (the Spark path's is in Spark)
 
     def route(self, partition: int) -> _Router:
         return _Router(self, partition)
@@ -139,6 +141,19 @@ def _rss_mb() -> float:
         return 0.0
 
 
+def filtered(batches, filter_: Compiled | None, where: str):
+    """The rows ``input.filter`` keeps (a NULL condition drops the row, as Spark's WHERE)."""
+    if filter_ is None:
+        yield from batches
+        return
+    for batch in batches:
+        try:
+            keep = filter_.keep(batch)
+        except ExpressionError as exc:
+            raise InputError(f"input.filter {filter_.text!r}: {exc}, in {where}") from None
+        yield batch.filter(keep)
+
+
 def write_partition(
     plan: TaskPlan, partition: int, batches: Iterable[pa.RecordBatch], where: str
 ) -> Iterator[Report]:
@@ -146,6 +161,7 @@ def write_partition(
     a TaskFailure for a data error)."""
     start = time.perf_counter()
     route = plan.route(partition)
+    batches = filtered(batches, plan.filter, where)
     sinks: dict[str, _ChannelSink] = {}
     stats = Counter(rows_in=0, dropped=0, fixed=0, nnz=0, cells=0)  # all reported, even if 0
     peak = _rss_mb()

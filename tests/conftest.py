@@ -86,15 +86,23 @@ def s3_settings(moto_server):
 
 @pytest.fixture(scope="session")
 def spark():
-    from jobs.session import spark_session
+    from helpers import reference_writer_jars
+
+    from jobs.session import S3A_JARS, sagemaker_jars, spark_session
     from jobs.settings import S3Settings, SparkConfig
 
     # two threads as DEVELOPERS.md asks; each task tried up to 4 times, as on a cluster
-    # (spark.task.maxFailures), so a failed attempt is retried here too
+    # (spark.task.maxFailures), so a failed attempt is retried here too. The sagemaker-spark
+    # JVM writer is on the classpath as the reference for Vector columns.
+    jars = ",".join([*sagemaker_jars(S3A_JARS), *reference_writer_jars()])
     session = spark_session(
         SparkConfig(
             master="local[2,4]",
-            conf={"spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "2"},
+            conf={
+                "spark.sql.shuffle.partitions": "4",
+                "spark.default.parallelism": "2",
+                "spark.jars": jars,
+            },
         ),
         S3Settings(endpoint_url=MOTO_URL, region="us-east-1"),
     )

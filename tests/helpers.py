@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import struct
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +14,12 @@ import pyarrow.parquet as pq
 from jobs import codec
 from jobs.config import load_config
 from jobs.runinfo import load_run
+from jobs.session import sagemaker_jars
 from jobs.storage import Store
+
+# protobuf-java for the sagemaker-spark JVM writer (`make setup` installs Debian's)
+PROTOBUF_JAR = os.environ.get("PROTOBUF_JAR", "/usr/share/java/protobuf.jar")
+RECORDIO_MAGIC = 0xCED7230A
 
 
 def write_columns(path, x: np.ndarray, target=None, files: int = 1, row_group_size=None, **extra):
@@ -89,3 +96,46 @@ def sorted_rows(x: np.ndarray, labels=None) -> np.ndarray:
     """Rows as a multiset: a canonical order, labels first."""
     m = x if labels is None else np.column_stack([labels, x])
     return m[np.lexsort(m.T[::-1])]
+
+
+def reference_writer_jars() -> list[str]:
+    """sagemaker-spark's jar and protobuf-java: its JVM writer, ``format("sagemaker")``."""
+    jars = sagemaker_jars(("sagemaker-spark_2.12-spark_3.3.0-1.4.5.jar",))
+    assert jars, "sagemaker-pyspark is not installed (make setup installs it)"
+    assert os.path.isfile(PROTOBUF_JAR), f"{PROTOBUF_JAR} missing (make setup installs it)"
+    return [*jars, PROTOBUF_JAR]
+
+
+def recordio_records(data: bytes) -> list[bytes]:
+    """The payloads of a RecordIO stream, read by the format's definition (not our decoder):
+    magic, a length whose top 3 bits are the continuation flag (always 0 here), payload,
+    padding to 4 bytes."""
+    out, pos = [], 0
+    while pos < len(data):
+        magic, lrec = struct.unpack_from("<II", data, pos)
+        assert magic == RECORDIO_MAGIC, f"bad magic at {pos}"
+        assert lrec >> 29 == 0, f"continued record at {pos}"
+        out.append(bytes(data[pos + 8 : pos + 8 + lrec]))
+        pos += 8 + lrec + (-lrec % 4)
+    return out
+
+
+def run_records(uri: str, channel: str = "train") -> list[bytes]:
+    """Every record of a committed run's channel, sorted (rows as a multiset)."""
+    store = Store()
+    layout, meta = load_run(uri, store, verify=True)
+    records = []
+    for shard in meta.channels[channel].shards:
+        with store.open(layout.shard(channel, shard.key)) as f:
+            records += recordio_records(f.read())
+    return sorted(records)
+
+
+def dir_records(path) -> list[bytes]:
+    """Every record of the files a Spark writer left in a directory, sorted."""
+    records = []
+    for name in sorted(os.listdir(path)):
+        if not name.startswith(("_", ".")):
+            with open(os.path.join(path, name), "rb") as f:
+                records += recordio_records(f.read())
+    return sorted(records)

@@ -151,13 +151,15 @@ CASES = [
     Case(
         "ragged-arrays",
         ragged,
-        "ragged feature array: 2 rows in the sample with a length other than 2 (lengths seen: [1])",
+        "column 'px': ragged feature array: 2 rows in the sample with a length other than 2 "
+        "(lengths seen: [1])",
         {"select.features.array": "px"},
     ),
     Case(
         "ragged-arrays-spark-path",
         ragged,
-        "ragged feature array: 2 rows in the sample with a length other than 2 (lengths seen: [1])",
+        "column 'px': ragged feature array: 2 rows in the sample with a length other than 2 "
+        "(lengths seen: [1])",
         {"select.features.array": "px", "read.path": "spark"},
     ),
     Case("no-parquet-files", no_parquet_files, "no Parquet files under {src}"),
@@ -203,7 +205,7 @@ CASES = [
     Case(
         "label-reads-a-missing-column",
         numbers,
-        "select.label 'label_col = 1' reads 'label_col', which is not a column of the input",
+        "select.label 'label_col = 1': 'label_col' is not a column of the input",
         {"select.label": "label_col = 1"},
     ),
     Case(

@@ -120,6 +120,15 @@ def test_footguns_are_refused_by_name(override, message):
     assert "\n" not in str(info.value)
 
 
+def test_a_text_setting_takes_sql_that_is_not_yaml():
+    """Spark SQL with backticks or ``: `` cannot be YAML; a text setting takes it as typed,
+    any other setting still refuses it."""
+    cfg = load_config(REPO_CONF, ["select.label=`Weird name` > 1", "input.filter=`a: b` = 1"])
+    assert cfg.select.label == "`Weird name` > 1" and cfg.input.filter == "`a: b` = 1"
+    with pytest.raises(ConfigError, match=r"--set output.max_shard_mb=`1`: not valid YAML"):
+        load_config(REPO_CONF, ["output.max_shard_mb=`1`"])
+
+
 def test_a_broken_config_file_is_one_line_with_its_line_number(tmp_path):
     conf = tmp_path / "c.yaml"
     conf.write_text("input:\n  paths:\n    train: [a\nselect: {}\n")

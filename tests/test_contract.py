@@ -23,9 +23,9 @@ from jobs.contract import (
 )
 from jobs.errors import InputError
 from jobs.inspection import inspect
+from jobs.parquet import Inventory
 from jobs.planning import choose_read_path, decide, selector
 from jobs.runinfo import RunLayout, load_run, new_run_id
-from jobs.selection import LABEL
 from jobs.storage import Location, Store
 from jobs.task import TaskPlan, write_partition
 
@@ -49,14 +49,14 @@ def test_reports_survive_their_json_trip(report):
 
 
 def _run(tmp_path, x, y, labels_as=np.float32, **settings):
-    """One task writes a partition; summarize, commit; returns (metadata, config)."""
+    """One task writes a partition; summarize, commit; returns (metadata, layout)."""
     cfg = config(**{"input.paths.train": str(tmp_path / "in"), "output.path": str(tmp_path / "out"),
-                    "output.encoding": "dense", **settings})  # fmt: skip
-    read = choose_read_path(cfg, False)
+                    "output.encoding": "dense", "select.label": "y", **settings})  # fmt: skip
     names = [str(j) for j in range(x.shape[1])]
     batch = pa.RecordBatch.from_pydict(
-        {**{n: x[:, j] for j, n in enumerate(names)}, LABEL: pa.array(y.astype(labels_as))}
+        {**{n: x[:, j] for j, n in enumerate(names)}, "y": pa.array(y.astype(labels_as))}
     )
+    read = choose_read_path(cfg, Inventory((), batch.schema), False)
     plan = decide(cfg, read, "columns", names, batch)
     layout = RunLayout.at(cfg.output.path, new_run_id())
     task = TaskPlan(cfg.output.path, layout.run_id, cfg.s3, selector(cfg, read, "columns",
@@ -96,7 +96,8 @@ def test_regressor_labels_keep_no_histogram_and_fractional_labels_one_spelling(t
 def test_summaries_name_data_errors_and_empty_channels(tmp_path):
     cfg = config(**{"input.paths.train": "in", "input.paths.test": "t", "output.path": "out",
                     "input.filter": "a > 9"})  # fmt: skip
-    read = choose_read_path(cfg, False)
+    schema = pa.schema([("a", pa.float64()), ("target", pa.int64())])
+    read = choose_read_path(cfg, Inventory((), schema), False)
     plan = decide(cfg, read, "columns", ["a"], None)
     failures = [TaskFailure(i, f"f{i}", f"bad {i}") for i in range(3)]
     with pytest.raises(InputError, match=r"^bad 0 \(and 2 more tasks failed the same checks\)$"):

@@ -9,6 +9,7 @@ import pytest
 from helpers import config
 
 from jobs.errors import ConfigError, InputError
+from jobs.parquet import Inventory
 from jobs.planning import (
     arrow_columns,
     choose_read_path,
@@ -79,15 +80,24 @@ def _cfg(**settings):
     return config(**{"input.paths.train": "in", "output.path": "out", **settings})
 
 
+INVENTORY = Inventory((), SCHEMA)
+
+
 def test_the_read_path_and_its_reason():
-    assert choose_read_path(_cfg(), False).path == "direct"
-    spark = choose_read_path(_cfg(**{"select.label": "IF(target > 0, 1, 0)"}), False)
-    assert spark.path == "spark" and "uses the function IF()" in spark.reason
-    vec = choose_read_path(_cfg(**{"select.features.vector": "v"}), False)
-    assert vec.reason == "Spark ML Vector features are read through Spark"
-    assert choose_read_path(_cfg(), True).reason == "the input is a DataFrame"
+    assert choose_read_path(_cfg(), INVENTORY, False).path == "direct"
+    spark = choose_read_path(_cfg(**{"select.label": "upper(name) = 'A'"}), INVENTORY, False)
+    assert spark.path == "spark" and "uses the function UPPER()" in spark.reason
+    vec = choose_read_path(_cfg(**{"select.features.vector": "px"}), INVENTORY, False)
+    assert vec.path == "direct"  # a Vector column in Parquet is a struct pyarrow reads
+    assert choose_read_path(_cfg(), None, False).reason == "the input is a DataFrame"
     with pytest.raises(ConfigError, match="read.path is direct, but the input is a DataFrame"):
-        choose_read_path(_cfg(**{"read.path": "direct"}), True)
+        choose_read_path(_cfg(**{"read.path": "direct"}), None, False)
+    layout = Inventory((), SCHEMA, declined="partition folders under a glob")
+    assert choose_read_path(_cfg(), layout, False).reason == (
+        "the input's layout has partition folders under a glob"
+    )
+    with pytest.raises(InputError, match=r"select.label 'nope = 1': 'nope' is not a column"):
+        choose_read_path(_cfg(**{"select.label": "nope = 1"}), INVENTORY, False)
 
 
 def _sample(x: np.ndarray) -> pa.RecordBatch:
@@ -98,7 +108,7 @@ def test_auto_encoding_follows_the_sampled_density():
     rng = np.random.default_rng(0)
     x = rng.random((500, 200), dtype=np.float32)
     names = [str(j) for j in range(200)]
-    read = choose_read_path(_cfg(), False)
+    read = choose_read_path(_cfg(), INVENTORY, False)
     dense = decide(_cfg(), read, "columns", names, _sample(x))
     assert (dense.feature_dim, dense.encoding) == (200, "dense")
     x[rng.random(x.shape) > 0.05] = 0
@@ -108,7 +118,7 @@ def test_auto_encoding_follows_the_sampled_density():
 
 
 def test_feature_dim_of_an_array_comes_from_the_sample_and_too_wide_dense_is_refused():
-    read = choose_read_path(_cfg(), False)
+    read = choose_read_path(_cfg(**{"read.path": "spark"}), INVENTORY, False)
     sample = pa.RecordBatch.from_pydict({FEATURES: [None, [1.0, 2.0, 3.0]]})
     plan = decide(_cfg(**{"output.encoding": "sparse"}), read, "array", ["px"], sample)
     assert plan.feature_dim == 3

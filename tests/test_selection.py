@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pytest
 
 from jobs.errors import InputError
-from jobs.expressions import Untranslatable, arrow_expression, referenced_columns
-from jobs.selection import FEATURES, LABEL, Selector, to_csr, to_dense
+from jobs.expressions import Untranslatable, compile_expression, referenced_columns
+from jobs.selection import FEATURES, LABEL, Selector
 
 
 def _selector(columns=("a", "b"), d=2, invalid="error", predictor="binary_classifier", **kw):
@@ -67,38 +66,73 @@ def test_ragged_arrays_are_named():
         _selector(columns=None).rows(batch, "p")
 
 
-def test_vectors_dense_and_sparse_become_csr_without_densifying():
-    vectors = pa.array(
-        [
-            {"type": 1, "size": None, "indices": None, "values": [0.0, 2.0, 3.0]},
-            {"type": 0, "size": 3, "indices": [2], "values": [5.0]},
-        ],
-        pa.struct([("type", pa.int8()), ("size", pa.int32()),
-                   ("indices", pa.list_(pa.int32())), ("values", pa.list_(pa.float64()))]),
-    )  # fmt: skip
-    batch = pa.RecordBatch.from_arrays([vectors, pa.array([1, 0], pa.float32())], [FEATURES, LABEL])
-    rows = _selector(columns=None, d=3, assembled=True).rows(batch, "p")
-    assert rows.dense is None
-    np.testing.assert_array_equal(to_dense(rows, 3), [[0, 2, 3], [0, 0, 5]])
-    indptr, indices, values = to_csr(rows)
-    assert indptr.tolist()[-1] == len(values) == len(indices)
+VECTOR = pa.struct(
+    [
+        ("type", pa.int8()),
+        ("size", pa.int32()),
+        ("indices", pa.list_(pa.int32())),
+        ("values", pa.list_(pa.float64())),
+    ]
+)
+
+
+def _vectors(*rows) -> pa.RecordBatch:
+    vectors = pa.array(list(rows), VECTOR)
+    return pa.RecordBatch.from_arrays([vectors, pa.array([1] * len(rows), pa.float32())],
+                                      [FEATURES, LABEL])  # fmt: skip
+
+
+DENSE = {"type": 1, "size": None, "indices": None, "values": [-0.0, 2.0, 0.0]}
+SPARSE = {"type": 0, "size": 3, "indices": [0, 2], "values": [0.0, -0.0]}
+
+
+def test_vectors_keep_signed_zeros_and_stored_entries_as_the_jvm_writer_does():
+    dense = _selector(columns=None, d=3, assembled=True).rows(_vectors(DENSE, SPARSE), "p")
+    assert [np.float32(v).tobytes() for v in dense.dense.ravel()] == [
+        np.float32(v).tobytes() for v in (-0.0, 2.0, 0.0, 0.0, 0.0, -0.0)
+    ]
+    sparse = _selector(columns=None, d=3, assembled=True, sparse_output=True).rows(
+        _vectors(DENSE, SPARSE), "p"
+    )
+    assert sparse.dense is None
+    assert sparse.indptr.tolist() == [0, 1, 3]  # the dense row's ±0 are not stored entries
+    assert sparse.indices.tolist() == [1, 0, 2]  # the sparse row's stored zeros stay
+    assert [v.tobytes() for v in sparse.values] == [
+        np.float32(v).tobytes() for v in (2.0, 0.0, -0.0)
+    ]
+
+
+def test_a_null_vector_is_an_invalid_row():
+    rows = _selector(columns=None, d=3, assembled=True, invalid="drop").rows(
+        _vectors(DENSE, None, SPARSE), "p"
+    )
+    assert (len(rows), rows.dropped) == (2, 1)
+    with pytest.raises(InputError, match="features: 1 row in p with null"):
+        _selector(columns=None, d=3, assembled=True).rows(_vectors(None, DENSE), "p")
 
 
 def test_translated_expressions_read_the_columns_they_name():
-    expr, cols = arrow_expression("CAST(target = 0 AS FLOAT) + `odd name` * 2")
-    assert cols == ["target", "odd name"]
-    table = pa.table({"target": [0, 3], "odd name": [1.5, 0.5]})
-    got = ds.dataset(table).to_table(columns={"y": expr})["y"].to_pylist()
-    assert got == [4.0, 1.0]
+    table = pa.table({"Target": [0, 3], "odd name": [1.5, 0.5]})
+    compiled = compile_expression("CAST(target = 0 AS FLOAT) + `odd name` * 2", table.schema)
+    assert compiled.columns == ["Target", "odd name"] and compiled.type == "double"
+    assert compiled.evaluate(table.to_batches()[0]).to_pylist() == [4.0, 1.0]
 
 
 @pytest.mark.parametrize(
     "text, reason",
-    [("IF(a > 0, 1, 0)", "the function IF()"), ("CAST(a AS STRING)", "CAST to STRING")],
+    [
+        ("upper(s) = 'A'", "the function UPPER()"),
+        ("CAST(a AS STRING)", "CAST to STRING"),
+        ("a % 2", "Mod"),
+        ("dec + 1", "decimal arithmetic"),
+        ("s + 1", "+ on string"),
+        ("TRY_CAST(a AS INT)", "TRY_CAST"),
+    ],
 )
 def test_what_the_translator_cannot_evaluate_names_why(text, reason):
+    schema = pa.schema([("a", pa.int32()), ("s", pa.string()), ("dec", pa.decimal128(5, 2))])
     with pytest.raises(Untranslatable) as info:
-        arrow_expression(text)
+        compile_expression(text, schema)
     assert reason in str(info.value)
 
 

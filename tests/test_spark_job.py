@@ -154,7 +154,8 @@ def test_array_column_and_pattern_forms(spark, tmp_path):
     np.testing.assert_array_equal(sorted_rows(got_x), sorted_rows(x[:, :2]))
 
 
-def test_vector_column_dense_and_sparse_goes_through_spark(spark, tmp_path):
+@pytest.mark.parametrize("path", ["direct", "spark"])
+def test_vector_columns_dense_and_sparse_on_both_paths(spark, tmp_path, path):
     from pyspark.ml.linalg import Vectors
 
     rows = [
@@ -175,11 +176,12 @@ def test_vector_column_dense_and_sparse_goes_through_spark(spark, tmp_path):
                 "select.label": "y",
                 "select.features.vector": "v",
                 "output.encoding": "sparse",
+                "read.path": path,
             }
         ),
         spark,
     )
-    assert meta.read_path == "spark" and "Vector" in meta.read_path_reason
+    assert meta.read_path == path
     got_x, got_y, _ = read_run(str(out))
     expected = np.array([r[1].toArray() for r in rows], dtype=np.float32)
     np.testing.assert_array_equal(
@@ -278,12 +280,12 @@ def test_filter_and_spark_only_label_choose_their_paths(spark, tmp_path):
                 "input.paths.train": src,
                 "output.path": str(out),
                 "input.filter": "target >= 2",
-                "select.label": "IF(target = 3, 1.0, 0.0)",
+                "select.label": "CAST(pmod(target, 4) = 3 AS FLOAT)",
             }
         ),
         spark,
     )
-    assert meta.read_path == "spark" and "IF()" in meta.read_path_reason
+    assert meta.read_path == "spark" and "PMOD()" in meta.read_path_reason
     _, got_y, _ = read_run(str(out))
     assert sorted(got_y.tolist()) == sorted(float(v == 3) for v in y[y >= 2])
 

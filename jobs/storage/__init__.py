@@ -57,6 +57,14 @@ class Store:
     def exists(self, loc: Location) -> bool:
         return self.backend(loc).exists(loc)
 
+    def folder_exists(self, loc: Location) -> bool:
+        """Whether a local folder exists (always true on S3, which has none)."""
+        return self.backend(loc).folder_exists(loc)
+
+    def remove_empty_folder(self, loc: Location) -> None:
+        """Remove a local folder if it is empty; nothing else, and nothing on S3."""
+        self.backend(loc).remove_empty_folder(loc)
+
     def put(self, loc: Location, data: bytes) -> None:
         self.backend(loc).put(loc, data)
 

@@ -64,6 +64,13 @@ class LocalStore:
     def exists(self, loc: Location) -> bool:
         return Path(loc.key).is_file()
 
+    def folder_exists(self, loc: Location) -> bool:
+        return Path(loc.key).is_dir()
+
+    def remove_empty_folder(self, loc: Location) -> None:
+        with contextlib.suppress(OSError):  # not empty, or gone: leave it
+            Path(loc.key).rmdir()
+
     def put(self, loc: Location, data: bytes) -> None:
         """Whole or not at all: a temp file renamed into place."""
         path = Path(loc.key)

@@ -146,6 +146,12 @@ class S3Store:
         except self.client.exceptions.NoSuchKey:
             raise StorageError(f"{loc.uri} does not exist") from None
 
+    def folder_exists(self, loc: Location) -> bool:
+        return True  # S3 has no folders: none is ever left behind
+
+    def remove_empty_folder(self, loc: Location) -> None:
+        pass
+
     def delete(self, locs: list[Location], keep_dirs: Location | None = None) -> int:
         """Remove exactly these objects (DeleteObjects, 1,000 a call); a key that fails is
         tried once more before the error names it."""
