@@ -120,6 +120,7 @@ def run() -> dict[str, float]:
     cases = [
         ("ours: direct path (pyarrow in Spark tasks)", ours("direct")),
         ("ours: Spark path (mapInArrow)", ours("spark")),
+        ("ours: direct path, output.shuffle: rows", ours("direct", **{"output.shuffle": "rows"})),
         ("plain Spark scan of the 784 columns (noop sink)", plain_scan),
     ]
     if jar:
@@ -148,18 +149,20 @@ def run() -> dict[str, float]:
         ["job", "cold", "warm", "rows/s", "speed vs JVM dense"],
         rows,
     )
-    # memory: the same rows as 16 tasks, then as 2 tasks eight times larger
+    # memory: the same rows in tasks packed by bytes (the default), then in 2 larger tasks
     mem_rows = []
     for label, sets in (
-        ("16 tasks (1 file each)", {}),
-        ("2 tasks (8 files each)", {"output.shards": 2}),
+        ("packed by bytes (default)", {}),
+        ("output.shards: 2", {"output.shards": 2}),
     ):
         ours("direct", **sets)()
         meta = metas["direct" + str(sets)]
-        mem_rows.append([label, f"{ROWS // meta.tasks:,}", f"{meta.peak_worker_rss_mb:.0f} MB"])
+        mem_rows.append(
+            [label, meta.tasks, f"{ROWS // meta.tasks:,}", f"{meta.peak_worker_rss_mb:.0f} MB"]
+        )
     print_table(
         "Peak Python worker memory, direct path (resident, sampled per batch)",
-        ["partitioning", "rows per task", "peak RSS"],
+        ["partitioning", "tasks", "rows per task", "peak RSS"],
         mem_rows,
     )
     shutil.rmtree(tmp, ignore_errors=True)
@@ -168,4 +171,7 @@ def run() -> dict[str, float]:
     if ref:
         out["direct path vs JVM dense writer"] = ref / results[cases[0][0]][1]
         out["Spark path vs JVM dense writer"] = ref / results[cases[1][0]][1]
+    out["shuffle rows: time vs none (goal <= 2)"] = (
+        results[cases[2][0]][1] / results[cases[0][0]][1]
+    )
     return out

@@ -79,6 +79,7 @@ _CHOICES = {
     "select.invalid": ("error", "drop", "zero"),
     "output.mode": ("error", "overwrite"),
     "output.encoding": ("dense", "sparse", "auto"),
+    "output.shuffle": ("none", "rows"),
     "read.path": ("auto", "direct", "spark"),
     "s3.retry_mode": ("standard", "adaptive", "legacy"),
     "s3.sse": (None, "AES256", "aws:kms"),
@@ -282,6 +283,12 @@ def check(config: JobConfig) -> None:
         raise ConfigError("output.max_shard_mb must be at least 1")
     if config.output.shards is not None and config.output.shards < 1:
         raise ConfigError("output.shards must be at least 1")
+    if config.read.max_task_mb < 1 or config.read.open_cost_mb < 0:
+        raise ConfigError("read.max_task_mb must be at least 1 and read.open_cost_mb not negative")
+    if config.spark.progress_s < 0:
+        raise ConfigError("spark.progress_s must not be negative (0 turns progress lines off)")
+    if config.output.seed < 0:
+        raise ConfigError("output.seed must not be negative")
     if config.s3.part_size_mb < 5:
         raise ConfigError("s3.part_size_mb must be at least 5 (S3's minimum part size)")
     if config.s3.kms_key_id and config.s3.sse != "aws:kms":

@@ -66,6 +66,7 @@ class TaskReport:
     fixed: int
     nnz: int
     cells: int
+    label_changes: int = 0  # label changes between consecutive rows, in input order
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class Shard:
     rows: int
     bytes: int
     sha256: str
+    labels: dict = field(default_factory=dict)  # label → rows (classifiers): the shard's mix
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,9 @@ class RunMetadata:
     sampled_density: float | None = None
     density: float | None = None
     tasks: int = 0
+    task_sizing: dict = field(default_factory=dict)  # how the tasks were cut
+    shuffle: dict = field(default_factory=dict)  # {"mode": none | rows, "seed": …}
+    label_changes: int | None = None  # between consecutive input rows (a sorted-label hint)
     task_seconds: float = 0.0
     peak_worker_rss_mb: float = 0.0
     inputs: dict = field(default_factory=dict)
@@ -219,6 +224,7 @@ def summarize_run(
         sampled_density=plan.sampled_density,
         density=totals["nnz"] / totals["cells"] if totals["cells"] else None,
         tasks=len(tasks),
+        label_changes=sum(t.label_changes for t in tasks) if config.select.label else None,
         task_seconds=round(sum(t.seconds for t in tasks), 3),
         peak_worker_rss_mb=round(max((t.peak_rss_mb for t in tasks), default=0), 1),
         inputs=inputs,
@@ -242,7 +248,7 @@ def _channel_run(channel, shards: list[ShardReport], tasks, config: JobConfig) -
         rows=rows,
         bytes=sum(s.bytes for s in mine),
         labels=dict(sorted(labels.items(), key=lambda kv: float(kv[0]))),
-        shards=tuple(Shard(s.key, s.rows, s.bytes, s.sha256) for s in mine),
+        shards=tuple(Shard(s.key, s.rows, s.bytes, s.sha256, dict(s.labels)) for s in mine),
     )
 
 
@@ -253,7 +259,10 @@ def _why_empty(channel: str, tasks: list[TaskReport], config: JobConfig) -> str:
     if read == 0:
         if config.input.filter:
             return f"input.filter {config.input.filter!r} keeps none of the input's rows"
-        return f"the input has no rows ({len(mine)} partitions, all empty)"
+        where = (
+            f" ({len(mine)} partitions, all empty)" if mine else " (every Parquet file is empty)"
+        )
+        return f"the input has no rows{where}"
     if dropped == read:
         return f"all {read:,} rows read were invalid and dropped (select.invalid: drop)"
     return f"input.split sent it none of the {read:,} rows read"

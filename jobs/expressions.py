@@ -855,9 +855,7 @@ def _case(node: Case) -> Node:
     constant TRUE first condition is the answer; branches that are equal constants (its
     Literal equality: 0.0 equals -0.0, NaN equals NaN) become one of them — IF keeps its THEN
     value, CASE WHEN its ELSE value."""
-    kept = [
-        (c, v) for c, v in zip(node.conds, node.values) if _constant(c) not in (False, None)
-    ]
+    kept = [(c, v) for c, v in zip(node.conds, node.values) if _constant(c) not in (False, None)]
     if kept and _constant(kept[0][0]) is True:
         return kept[0][1]
     if not kept:

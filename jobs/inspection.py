@@ -136,7 +136,13 @@ def inspect(store: Store, target: str, head: int = 3, verify: bool = True) -> di
         "head": next((r.head for r in reports if r.head), []),
         "verified_against_metadata": meta is not None and verify,
         "per_shard": [
-            {"uri": r.uri, "records": r.records, "bytes": r.bytes, "sha256": r.sha256}
+            {
+                "uri": r.uri,
+                "records": r.records,
+                "bytes": r.bytes,
+                "sha256": r.sha256,
+                "labels": dict(sorted(r.labels.items(), key=lambda kv: float(kv[0]))),
+            }
             for r in reports
         ],
         "problems": problems,
@@ -171,6 +177,7 @@ def format_report(report: dict) -> str:
         f"  feature_dim  {report['feature_dim']}",
         f"  labels       {json.dumps(report['labels'])}",
     ]
+    lines += _label_mix(report)
     for i, row in enumerate(report["head"]):
         feats = row["features"]
         shown = (
@@ -184,3 +191,20 @@ def format_report(report: dict) -> str:
     for p in report["problems"]:
         lines.append(f"  PROBLEM      {p}")
     return "\n".join(lines)
+
+
+def _label_mix(report: dict) -> list[str]:
+    """How each label's share varies across shards: a label-sorted, unshuffled run shows
+    shards of one label (0%–100%), a shuffled one shares close to the whole's."""
+    total = report["records"]
+    shards = [s for s in report["per_shard"] if s["records"]]
+    if len(shards) < 2 or not report["labels"] or len(report["labels"]) > 20:
+        return []
+    lines = []
+    for label, count in report["labels"].items():
+        shares = [s["labels"].get(label, 0) / s["records"] for s in shards]
+        lines.append(
+            f"  label {label:<6} {min(shares):.1%}–{max(shares):.1%} of a shard's rows "
+            f"(all shards: {count / total:.1%})"
+        )
+    return lines

@@ -327,6 +327,69 @@ def check_exists(uris: list[str], s3: S3Settings) -> None:
             raise InputError(f"input path {uri} does not exist")
 
 
+def _pieces(units) -> list[Piece]:
+    """(file, row group) units as Pieces: consecutive row groups of one file are one Piece."""
+    pieces: list[Piece] = []
+    for f, rg in units:
+        if pieces and pieces[-1].file == f:
+            pieces[-1] = Piece(f, (*pieces[-1].row_groups, rg))
+        else:
+            pieces.append(Piece(f, (rg,)))
+    return pieces
+
+
+def _row_group_bytes(f: ParquetFile) -> list[int]:
+    """Each row group's share of the file's bytes on disk (footers give only uncompressed
+    sizes; Spark sizes by bytes on disk)."""
+    total = sum(b for _, b in f.row_groups) or 1
+    return [max(1, f.size * b // total) for _, b in f.row_groups]
+
+
+def pack_tasks(
+    files, max_bytes: int, open_cost: int, parallelism: int
+) -> tuple[list[list[Piece]], int]:
+    """Tasks as Spark's file scan makes them (FilePartition): a task reads at most
+    ``max_split = min(max_bytes, max(open_cost, total / parallelism))`` bytes, where every file
+    also costs ``open_cost``; large files are split (here at row-group boundaries), small ones
+    packed together, biggest first. Returns (tasks, max_split). Files without rows are left out.
+    Deterministic for the same inventory, so a retried task reads the same pieces."""
+    files = [f for f in files if f.rows > 0]
+    if not files:
+        return [], max_bytes
+    total = sum(f.size + open_cost for f in files)
+    max_split = min(max_bytes, max(open_cost, total // max(parallelism, 1)))
+    splits = []  # (bytes, order, units)
+    for f in files:
+        sizes = _row_group_bytes(f)
+        whole = sum(sizes)
+        chunks = max(1, -(-whole // max_split))  # as many splits as Spark cuts, of even size
+        current, size, seen, cut = [], 0, 0, 1
+        for rg, ((rows, _), nbytes) in enumerate(zip(f.row_groups, sizes)):
+            middle = seen + nbytes / 2  # a row group goes with the split its middle is in
+            while cut < chunks and middle > whole * cut / chunks:
+                if current:
+                    splits.append((size, len(splits), current))
+                    current, size = [], 0
+                cut += 1
+            seen += nbytes
+            if rows:
+                current.append((f, rg))
+                size += nbytes
+        if current:
+            splits.append((size, len(splits), current))
+    splits.sort(key=lambda s: (-s[0], s[1]))
+    tasks, current, size = [], [], 0
+    for nbytes, _, units in splits:
+        if current and size + nbytes > max_split:
+            tasks.append(current)
+            current, size = [], 0
+        current += units
+        size += nbytes + open_cost
+    if current:
+        tasks.append(current)
+    return [_pieces(units) for units in tasks], max_split
+
+
 def split_row_groups(files, n: int) -> list[list[Piece]] | None:
     """``n`` contiguous groups of row groups with about equal rows; None when there are fewer
     than ``n`` row groups."""
@@ -342,16 +405,7 @@ def split_row_groups(files, n: int) -> list[list[Piece]] | None:
         target = min(max(share, target, n - (len(units) - i)), target + 1 if i else 0)
         groups[target].append(unit)
         seen += unit[2]
-    out = []
-    for group in groups:
-        pieces: list[Piece] = []
-        for f, rg, _ in group:
-            if pieces and pieces[-1].file == f:
-                pieces[-1] = Piece(f, (*pieces[-1].row_groups, rg))
-            else:
-                pieces.append(Piece(f, (rg,)))
-        out.append(pieces)
-    return out
+    return [_pieces((f, rg) for f, rg, _ in group) for group in groups]
 
 
 def read_pieces(

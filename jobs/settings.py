@@ -93,6 +93,8 @@ class OutputConfig:
     encoding: str = "auto"  # dense | sparse | auto
     max_shard_mb: int = 128
     shards: int | None = None  # an exact count per channel
+    shuffle: str = "none"  # none | rows: a seeded global row shuffle (a Spark shuffle)
+    seed: int = 42  # for shuffle: rows
     lease_timeout_s: float = 600.0  # a lease not renewed for this long is stale
     take_over_lease: bool = False  # --force: take over another run's lease even if fresh
 
@@ -101,6 +103,9 @@ class OutputConfig:
 class ReadConfig:
     path: str = "auto"  # auto | direct | spark
     batch_rows: int = 8192
+    # direct-path tasks, sized as Spark's file scan sizes them (spark.sql.files.*)
+    max_task_mb: int = 128  # maxPartitionBytes: the most Parquet bytes one task reads
+    open_cost_mb: int = 4  # openCostInBytes: what opening one more file counts as
 
 
 @dataclass
@@ -108,6 +113,7 @@ class SparkConfig:
     master: str | None = "local[2]"  # None on a cluster: spark-submit decides
     app_name: str = "sagemaker-shards"
     conf: dict[str, str] = field(default_factory=dict)
+    progress_s: float = 10.0  # a progress line this often while tasks run (0: none)
 
 
 @dataclass

@@ -41,11 +41,20 @@ from .planning import (
     selector,
 )
 from .preflight import check_paths
+from .progress import Progress
 from .runinfo import RunLayout
 from .selection import FEATURES, LABEL
 from .settings import JobConfig
 from .storage import Location, Store, require_credentials
-from .task import TaskPlan, filtered, write_partition
+from .task import (
+    SHUFFLE_DDL,
+    ShufflePlan,
+    TaskPlan,
+    encode_partition,
+    filtered,
+    write_partition,
+    write_shuffled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +107,8 @@ class Conversion:
         self.lease = lease
         self.layout = RunLayout.at(config.output.path, lease.run_id)
         self.replaced: list[Location] = replaced
+        self.sizing: dict = {}  # how the tasks were cut, for run.json
+        self.shuffle_info: dict = {"mode": config.output.shuffle}
 
     def run(self) -> RunMetadata:
         t0 = time.perf_counter()
@@ -108,7 +119,9 @@ class Conversion:
         ran = False
         try:
             self.lease.on_lost(sc.cancelAllJobs)
-            with INTERRUPTS.deferred(cancel=sc.cancelAllJobs):
+            progress = Progress(sc, self.layout.run_id, self.config.spark.progress_s)
+            task_plan = dataclasses.replace(task_plan, progress=(progress.rows, progress.bytes))
+            with INTERRUPTS.deferred(cancel=sc.cancelAllJobs), progress:
                 ran = True
                 reports = run_tasks(task_plan)
             self.lease.check()
@@ -116,7 +129,13 @@ class Conversion:
             meta = summarize_run(
                 reports, plan, self.config, self._channels(), self._inputs(), __version__
             )
-            meta = dataclasses.replace(meta, seconds=round(time.perf_counter() - t0, 3))
+            meta = dataclasses.replace(
+                meta,
+                seconds=round(time.perf_counter() - t0, 3),
+                task_sizing=self.sizing,
+                shuffle=self.shuffle_info,
+            )
+            self._check_counts(meta)
             with INTERRUPTS.deferred():  # a commit is never left half-done
                 meta = self.layout.commit(self.store, meta, before_commit=self.lease.renew)
         except BaseException as exc:
@@ -124,6 +143,34 @@ class Conversion:
             raise
         self._after_commit(meta)
         return meta
+
+    def _check_counts(self, meta: RunMetadata) -> None:
+        """Say so when output.shards could not be met, and when the label looks sorted in an
+        unshuffled run (SGD on label-sorted data can fail to train)."""
+        cfg = self.config
+        want = cfg.output.shards
+        for channel, info in meta.channels.items():
+            if want and len(info.shards) < want:
+                log.warning(
+                    "channel %s: %d shards instead of output.shards=%d: only %d rows were left "
+                    "to spread",
+                    channel, len(info.shards), want, info.rows,
+                )  # fmt: skip
+        changes = meta.label_changes
+        rows = sum(c.rows for c in meta.channels.values())
+        classes = max((len(c.labels) for c in meta.channels.values()), default=0)
+        if (
+            cfg.output.shuffle == "none"
+            and classes > 1
+            and rows >= 1000
+            and changes is not None
+            and changes <= 2 * classes * max(meta.tasks, 1)
+        ):
+            log.warning(
+                "the label looks sorted: %d changes of label over %d rows in input order; "
+                "linear-learner expects shuffled data: set output.shuffle: rows",
+                changes, rows,
+            )  # fmt: skip
 
     def _channels(self) -> list[str]:
         cfg = self.config
@@ -212,17 +259,39 @@ class Conversion:
         return out
 
     def _direct_tasks(self, inventories):
-        """(channel or None for a split, index, pieces) per task; None when output.shards
-        asks for more tasks than there are row groups."""
+        """(channel or None for a split, index, pieces) per task, packed as Spark's file scan
+        packs them; None when output.shards asks for more tasks than there are row groups."""
+        cfg = self.config
         tasks = []
+        parallelism = self.spark.sparkContext.defaultParallelism
         for channel, inventory in inventories.items():
-            if self.config.output.shards:
-                groups = parquet.split_row_groups(inventory.files, self.config.output.shards)
+            if cfg.output.shards:
+                if inventory.rows < cfg.output.shards:
+                    raise InputError(
+                        f"output.shards={cfg.output.shards}, but "
+                        f"{'the input' if channel is None else f'channel {channel}'} has "
+                        f"{inventory.rows:,} rows: set output.shards to at most that"
+                    )
+                groups = parquet.split_row_groups(inventory.files, cfg.output.shards)
                 if groups is None:
                     return None
+                self.sizing = {"by": "output.shards", "shards": cfg.output.shards}
             else:
-                groups = [[parquet.Piece(f)] for f in inventory.files]
+                groups, max_split = parquet.pack_tasks(
+                    inventory.files,
+                    cfg.read.max_task_mb << 20,
+                    cfg.read.open_cost_mb << 20,
+                    parallelism,
+                )
+                self.sizing = {
+                    "by": "bytes",
+                    "max_split_bytes": max_split,
+                    "open_cost_bytes": cfg.read.open_cost_mb << 20,
+                    "parallelism": parallelism,
+                }
             tasks += [(channel, i, g) for i, g in enumerate(groups)]
+        self.sizing["tasks"] = len(tasks)
+        self.sizing["files"] = sum(len(inv.files) for inv in inventories.values())
         return tasks
 
     def _plan_direct(self, read: ReadChoice, inventories, tasks):
@@ -326,6 +395,8 @@ class Conversion:
 
     # -- running ---------------------------------------------------------------------------
     def _run_direct(self, plan: TaskPlan, tasks, schemas, columns) -> list[Report]:
+        if self.config.output.shuffle == "rows":
+            return self._run_direct_shuffled(plan, tasks, schemas, columns)
         batch_rows = self.config.read.batch_rows
         plans = {c: dataclasses.replace(plan, channel=c) for c in {t[0] for t in tasks}}
 
@@ -345,7 +416,131 @@ class Conversion:
         rdd = sc.parallelize(tasks, max(len(tasks), 1))
         return [report_from_json(s) for s in rdd.mapPartitionsWithIndex(run_task).collect()]
 
+    # -- output.shuffle: rows ------------------------------------------------------------
+    def _reducers(self, map_tasks: dict) -> dict[str, tuple[int, int]]:
+        """Reducers per channel: output.shards, else as many as the channel had map tasks
+        (split channels: their fraction of the tasks), so shards keep the unshuffled size."""
+        cfg = self.config
+        out, offset = {}, 0
+        for channel in self._channels():
+            if cfg.output.shards:
+                n = cfg.output.shards
+            elif cfg.input.split:
+                n = max(1, round(map_tasks[None] * cfg.input.split[channel]))
+            else:
+                n = max(1, map_tasks.get(channel, 1))
+            out[channel] = (offset, n)
+            offset += n
+        return out
+
+    def _partition_keys(self, n: int) -> tuple[int, ...]:
+        """For each partition r < n, an int that Spark's own hash partitioning (Murmur3, as
+        SQL's hash()) sends to r: asked of Spark, not re-implemented."""
+        keys: dict[int, int] = {}
+        span = 64 * n + 64
+        while len(keys) < n:
+            rows = (
+                self.spark.range(0, span)
+                .selectExpr("CAST(id AS INT) AS v", f"pmod(hash(CAST(id AS INT)), {n}) AS p")
+                .groupBy("p")
+                .min("v")
+                .collect()
+            )
+            keys = {int(r[0]): int(r[1]) for r in rows}
+            span *= 4
+        return tuple(keys[r] for r in range(n))
+
+    def _shuffled(self, plan: TaskPlan, mapped, reducers) -> list[Report]:
+        """Spark's shuffle moves the encoded records to their reducers, sorted there by the
+        seeded key; the reducers write the shards."""
+        total = sum(n for _, n in reducers.values())
+        shuffle = ShufflePlan(self.config.output.seed, reducers, self._partition_keys(total))
+        plan = dataclasses.replace(plan, shuffle=shuffle)
+        self.shuffle_info = {
+            "mode": "rows",
+            "seed": shuffle.seed,
+            "reducers": {c: n for c, (_, n) in reducers.items()},
+        }
+
+        def reduce_task(batches):
+            from pyspark import TaskContext
+
+            _task_logging()
+            reducer = TaskContext.get().partitionId()
+            for report in write_shuffled(plan, reducer, batches):
+                yield pa.RecordBatch.from_pydict({"report": [report_to_json(report)]})
+
+        conf = self.spark.conf
+        saved = conf.get("spark.sql.adaptive.coalescePartitions.enabled", None)
+        conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
+        try:
+            shuffled = mapped(plan).repartition(total, "pkey").sortWithinPartitions("key")
+            rows = shuffled.mapInArrow(reduce_task, "report string").collect()
+        finally:
+            if saved is None:
+                conf.unset("spark.sql.adaptive.coalescePartitions.enabled")
+            else:
+                conf.set("spark.sql.adaptive.coalescePartitions.enabled", saved)
+        return [report_from_json(r["report"]) for r in rows]
+
+    def _run_direct_shuffled(self, plan: TaskPlan, tasks, schemas, columns) -> list[Report]:
+        batch_rows = self.config.read.batch_rows
+        counts: dict = {}
+        for channel, _, _ in tasks:
+            counts[channel] = counts.get(channel, 0) + 1
+
+        def mapped(plan):
+            plans = {c: dataclasses.replace(plan, channel=c) for c in counts}
+
+            def map_task(ids):
+                _task_logging()
+                for batch in ids:
+                    for i in batch.column(0).to_pylist():
+                        channel, _, pieces = tasks[i]
+                        more = f" (+{len(pieces) - 1} more)" if len(pieces) > 1 else ""
+                        batches = parquet.read_pieces(
+                            pieces, plan.s3, schemas[channel], columns, batch_rows
+                        )
+                        yield from encode_partition(
+                            plans[channel], i, batches, f"{pieces[0].uri}{more}"
+                        )
+
+            n = max(len(tasks), 1)
+            return self.spark.range(0, len(tasks), 1, n).mapInArrow(map_task, SHUFFLE_DDL)
+
+        self.spark.sparkContext.setJobDescription(
+            f"convert {len(tasks)} Parquet pieces (direct, shuffled)"
+        )
+        return self._shuffled(plan, mapped, self._reducers(counts))
+
+    def _run_spark_shuffled(self, plan: TaskPlan, frames) -> list[Report]:
+        counts = {c: df.rdd.getNumPartitions() for c, df in frames.items()}
+        offsets, start = {}, 0
+        for channel, n in counts.items():
+            offsets[channel] = start
+            start += n
+
+        def mapped(plan):
+            out = None
+            for channel, df in frames.items():
+                task_plan = dataclasses.replace(plan, channel=channel)
+
+                def map_task(batches, task_plan=task_plan, base=offsets[channel]):
+                    from pyspark import TaskContext
+
+                    _task_logging()
+                    pid = TaskContext.get().partitionId()
+                    yield from encode_partition(task_plan, base + pid, batches, f"partition {pid}")
+
+                one = df.mapInArrow(map_task, SHUFFLE_DDL)
+                out = one if out is None else out.unionByName(one)
+            return out
+
+        return self._shuffled(plan, mapped, self._reducers(counts))
+
     def _run_spark(self, plan: TaskPlan, frames) -> list[Report]:
+        if self.config.output.shuffle == "rows":
+            return self._run_spark_shuffled(plan, frames)
         shards = self.config.output.shards
         reports = []
         for channel, df in frames.items():

@@ -20,7 +20,15 @@ import numpy as np
 import pyarrow as pa
 
 from . import codec
-from .contract import Report, ShardReport, TaskFailure, TaskReport, label_key
+from .contract import (
+    Report,
+    ShardReport,
+    TaskFailure,
+    TaskReport,
+    label_key,
+    report_from_json,
+    report_to_json,
+)
 from .errors import CodecError, InputError, StorageError
 from .expressions import Compiled, ExpressionError
 from .runinfo import RunLayout, shard_name
@@ -46,9 +54,62 @@ class TaskPlan:
     split: dict[str, float] = field(default_factory=dict)
     seed: int = 42
     filter: Compiled | None = None  # the direct path's input.filter (the Spark path's is in Spark)
+    shuffle: ShufflePlan | None = None  # output.shuffle: rows
+    progress: tuple | None = None  # (rows, bytes) Spark accumulators the driver reports
 
     def route(self, partition: int) -> _Router:
         return _Router(self, partition)
+
+
+@dataclass(frozen=True)
+class ShufflePlan:
+    """Where each encoded record goes in ``output.shuffle: rows``: reducer ``offset[c] + h % n[c]``
+    of its channel, ordered there by the seeded hash ``h`` of (task, channel, row) — unique,
+    since the hash is a bijection of 64 bits, so the order is total and the same on every
+    run. ``pkeys[r]`` is a value Spark's hash partitioning sends to partition ``r`` (asked of
+    Spark itself)."""
+
+    seed: int
+    reducers: dict[str, tuple[int, int]]  # channel → (first reducer, reducer count)
+    pkeys: tuple[int, ...]
+
+    def route(self, channel: str, task: int, first_row: int, n: int):
+        """(pkey, key) arrays for ``n`` rows of ``channel`` from task ``task``."""
+        offset, count = self.reducers[channel]
+        which = list(self.reducers).index(channel)
+        seq = (np.uint64(task) << np.uint64(40)) | (np.uint64(which) << np.uint64(32))
+        seq = seq + np.arange(first_row, first_row + n, dtype=np.uint64)
+        h = _mix(_mix(np.uint64(self.seed) + np.uint64(0x9E3779B97F4A7C15)) ^ seq)
+        reducer = offset + (h % np.uint64(count)).astype(np.int64)
+        pkeys = np.asarray(self.pkeys, dtype=np.int32)[reducer]
+        return pkeys, h.view(np.int64)
+
+    def channel_of(self, reducer: int) -> str:
+        for channel, (offset, count) in self.reducers.items():
+            if offset <= reducer < offset + count:
+                return channel
+        raise ValueError(f"no channel has reducer {reducer}")
+
+
+def _mix(x):
+    """splitmix64's finaliser: a well-mixed bijection of 64-bit values, vectorised."""
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+SHUFFLE_SCHEMA = pa.schema(
+    [
+        ("pkey", pa.int32()),
+        ("key", pa.int64()),
+        ("label", pa.float32()),
+        ("record", pa.binary()),
+        ("report", pa.string()),
+    ]
+)
+SHUFFLE_DDL = "pkey int, key bigint, label float, record binary, report string"
 
 
 class _Router:
@@ -89,26 +150,41 @@ class _ChannelSink:
         self.done: list[ShardReport] = []
 
     def write(self, rows: Rows) -> None:
-        n = len(rows)
-        if n == 0:
-            return
-        p = self.plan
-        if p.encoding == "dense":
-            data = codec.encode_dense(to_dense(rows, p.feature_dim), rows.labels)
-        else:
-            data = codec.encode_sparse(*to_csr(rows), p.feature_dim, rows.labels)
-        w = self.writer
-        if w is not None and p.max_shard_bytes and w.bytes + len(data) > p.max_shard_bytes:
+        if len(rows):
+            self.write_encoded(encode(self.plan, rows), rows.labels, len(rows))
+
+    def write_encoded(self, data, labels, n: int, ends: np.ndarray | None = None) -> None:
+        """Append ``n`` encoded records; a shard closes before it would pass
+        ``max_shard_bytes`` (a record larger than that goes alone into its shard)."""
+        p, cap = self.plan, self.plan.max_shard_bytes
+        view = memoryview(data)
+        row, base = 0, 0
+        while row < n:
+            if self.writer is None:
+                self.key = shard_name(self.partition, self.roll, p.run_id)
+                self.writer = open_shard(self.layout.shard(self.channel, self.key), p.s3)
+            room = cap - self.writer.bytes if cap else None
+            if room is None or len(view) - base <= room:
+                self.writer.write(view[base:])
+                self._count(labels, row, n)
+                return
+            if ends is None:
+                ends = codec.record_ends(data, n)
+            k = int(np.searchsorted(ends[row:] - base, room, side="right"))
+            if k == 0 and self.rows == 0:
+                k = 1
+            if k:
+                end = int(ends[row + k - 1])
+                self.writer.write(view[base:end])
+                self._count(labels, row, row + k)
+                row, base = row + k, end
             self.close()
             self.roll += 1
-            w = None
-        if w is None:
-            self.key = shard_name(self.partition, self.roll, p.run_id)
-            w = self.writer = open_shard(self.layout.shard(self.channel, self.key), p.s3)
-        w.write(data)
-        self.rows += n
-        if rows.labels is not None and p.selector.predictor_type != "regressor":
-            values, counts = np.unique(rows.labels, return_counts=True)
+
+    def _count(self, labels, lo: int, hi: int) -> None:
+        self.rows += hi - lo
+        if labels is not None and self.plan.selector.predictor_type != "regressor":
+            values, counts = np.unique(labels[lo:hi], return_counts=True)
             self.labels.update({label_key(v): int(c) for v, c in zip(values, counts)})
 
     def close(self) -> None:
@@ -123,6 +199,10 @@ class _ChannelSink:
             )
         )  # fmt: skip
         log.info("shard %s/%s: %d rows, %.1f MB", self.channel, self.key, self.rows, w.bytes / 1e6)
+        if self.plan.progress is not None:
+            rows, nbytes = self.plan.progress
+            rows.add(self.rows)
+            nbytes.add(w.bytes)
         self.rows = 0
         self.labels = Counter()
 
@@ -130,6 +210,12 @@ class _ChannelSink:
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
+
+
+def encode(plan: TaskPlan, rows: Rows) -> bytearray:
+    if plan.encoding == "dense":
+        return codec.encode_dense(to_dense(rows, plan.feature_dim), rows.labels)
+    return codec.encode_sparse(*to_csr(rows), plan.feature_dim, rows.labels)
 
 
 def _rss_mb() -> float:
@@ -154,41 +240,61 @@ def filtered(batches, filter_: Compiled | None, where: str):
         yield batch.filter(keep)
 
 
-def write_partition(
-    plan: TaskPlan, partition: int, batches: Iterable[pa.RecordBatch], where: str
-) -> Iterator[Report]:
-    """Encode and write one partition; yields a ShardReport per shard, then a TaskReport (or
-    a TaskFailure for a data error)."""
-    start = time.perf_counter()
-    route = plan.route(partition)
-    batches = filtered(batches, plan.filter, where)
-    sinks: dict[str, _ChannelSink] = {}
-    stats = Counter(rows_in=0, dropped=0, fixed=0, nnz=0, cells=0)  # all reported, even if 0
-    peak = _rss_mb()
-    try:
-        for batch in batches:
+class _Selected:
+    """One task's rows, selected and routed to channels, with the task's counts."""
+
+    def __init__(self, plan: TaskPlan, partition: int, batches, where: str):
+        self.plan, self.partition, self.where = plan, partition, where
+        self.batches = filtered(batches, plan.filter, where)
+        self.stats = Counter(rows_in=0, dropped=0, fixed=0, nnz=0, cells=0, label_changes=0)
+        self.peak = _rss_mb()
+        self.start = time.perf_counter()
+        self._last_label: dict[str, float] = {}
+
+    def __iter__(self) -> Iterator[tuple[str, Rows]]:
+        plan, stats = self.plan, self.stats
+        route = plan.route(self.partition)
+        for batch in self.batches:
             stats["rows_in"] += batch.num_rows
             for channel, mask in route(batch.num_rows):
                 part = _take(batch, mask)
                 if part.num_rows == 0:
                     continue
-                rows = plan.selector.rows(part, where)
+                rows = plan.selector.rows(part, self.where)
                 stats["dropped"] += rows.dropped
                 stats["fixed"] += rows.fixed
                 stats["nnz"] += rows.nnz()
                 stats["cells"] += len(rows) * plan.feature_dim
-                if channel not in sinks:
-                    sinks[channel] = _ChannelSink(plan, channel, partition)
-                sinks[channel].write(rows)
-            peak = max(peak, _rss_mb())
-        for sink in sinks.values():
-            sink.close()
+                self._label_order(channel, rows.labels)
+                yield channel, rows
+            self.peak = max(self.peak, _rss_mb())
+
+    def _label_order(self, channel: str, labels) -> None:
+        """Count label changes in input order: few changes over many rows = sorted input."""
+        if labels is None or not len(labels):
+            return
+        last = self._last_label.get(channel)
+        changes = np.count_nonzero(labels[1:] != labels[:-1])
+        self.stats["label_changes"] += int(changes) + int(last is not None and labels[0] != last)
+        self._last_label[channel] = labels[-1]
+
+    def report(self) -> TaskReport:
+        return TaskReport(
+            self.partition, self.plan.channel, self.where, time.perf_counter() - self.start,
+            self.peak, **self.stats,
+        )  # fmt: skip
+
+
+def _guarded(where: str, sinks, body):
+    """Run ``body`` (yielding reports); a data error becomes a TaskFailure, anything else
+    aborts every open shard and is raised for Spark to retry."""
+    try:
+        yield from body()
     except (InputError, CodecError) as exc:  # the data, not the attempt: a retry cannot help
         for sink in sinks.values():
             sink.abort()
         text = str(exc) if isinstance(exc, InputError) else f"{where}: {exc}"
-        yield TaskFailure(partition, where, text)
-        return
+        yield _Failure(text)
     except Exception as exc:  # S3, network, disk: Spark retries the attempt
         for sink in sinks.values():
             sink.abort()
@@ -197,6 +303,160 @@ def write_partition(
         for sink in sinks.values():
             sink.abort()
         raise
-    for sink in sinks.values():
-        yield from sink.done
-    yield TaskReport(partition, plan.channel, where, time.perf_counter() - start, peak, **stats)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    text: str
+
+
+def write_partition(
+    plan: TaskPlan, partition: int, batches: Iterable[pa.RecordBatch], where: str
+) -> Iterator[Report]:
+    """Encode and write one partition; yields a ShardReport per shard, then a TaskReport (or
+    a TaskFailure for a data error)."""
+    selected = _Selected(plan, partition, batches, where)
+    sinks: dict[str, _ChannelSink] = {}
+
+    def body():
+        for channel, rows in selected:
+            if channel not in sinks:
+                sinks[channel] = _ChannelSink(plan, channel, partition)
+            sinks[channel].write(rows)
+        for sink in sinks.values():
+            sink.close()
+        for sink in sinks.values():
+            yield from sink.done
+        yield selected.report()
+
+    for out in _guarded(where, sinks, body):
+        if isinstance(out, _Failure):
+            yield TaskFailure(partition, where, out.text)
+            return
+        yield out
+
+
+def encode_partition(
+    plan: TaskPlan, task: int, batches: Iterable[pa.RecordBatch], where: str
+) -> Iterator[pa.RecordBatch]:
+    """The map side of ``output.shuffle: rows``: each selected row as its encoded record with
+    its reducer and sort key (SHUFFLE_SCHEMA), then one row carrying the task's report."""
+    selected = _Selected(plan, task, batches, where)
+    shuffle = plan.shuffle
+    done: Counter = Counter()
+
+    def body():
+        for channel, rows in selected:
+            n = len(rows)
+            data = encode(plan, rows)
+            ends = codec.record_ends(data, n)
+            pkey, key = shuffle.route(channel, task, done[channel], n)
+            done[channel] += n
+            yield from _shuffle_batches(data, ends, pkey, key, rows.labels)
+        yield selected.report()
+
+    for out in _guarded(where, {}, body):
+        if isinstance(out, pa.RecordBatch):
+            yield out
+            continue
+        report = TaskFailure(task, where, out.text) if isinstance(out, _Failure) else out
+        yield _report_batch(shuffle, report)
+        if isinstance(out, _Failure):
+            return
+
+
+_BATCH_BYTES = 1 << 30  # Arrow binary offsets are int32: keep each batch's bytes well below
+
+
+def _shuffle_batches(data, ends, pkey, key, labels) -> Iterator[pa.RecordBatch]:
+    """Encoded records as SHUFFLE_SCHEMA batches, zero-copy, each under _BATCH_BYTES."""
+    n, start = len(ends), 0
+    buf = pa.py_buffer(data)
+    while start < n:
+        base = int(ends[start - 1]) if start else 0
+        stop = max(int(np.searchsorted(ends, base + _BATCH_BYTES, side="right")), start + 1)
+        offsets = np.concatenate(([base], ends[start:stop])) - base
+        records = pa.Array.from_buffers(
+            pa.binary(),
+            stop - start,
+            [
+                None,
+                pa.py_buffer(offsets.astype(np.int32)),
+                buf.slice(base, int(ends[stop - 1]) - base),
+            ],
+        )
+        label = (
+            pa.nulls(stop - start, pa.float32())
+            if labels is None
+            else pa.array(labels[start:stop], pa.float32())
+        )
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(pkey[start:stop]), pa.array(key[start:stop]), label, records,
+             pa.nulls(stop - start, pa.string())],
+            schema=SHUFFLE_SCHEMA,
+        )  # fmt: skip
+        start = stop
+
+
+def _report_batch(shuffle: ShufflePlan, report: Report) -> pa.RecordBatch:
+    """A report travels through the shuffle like a record, first in reducer 0."""
+    return pa.RecordBatch.from_arrays(
+        [pa.array([shuffle.pkeys[0]], pa.int32()), pa.array([np.iinfo(np.int64).min]),
+         pa.nulls(1, pa.float32()),
+         pa.nulls(1, pa.binary()), pa.array([report_to_json(report)])],
+        schema=SHUFFLE_SCHEMA,
+    )  # fmt: skip
+
+
+def write_shuffled(
+    plan: TaskPlan, reducer: int, batches: Iterable[pa.RecordBatch]
+) -> Iterator[Report | str]:
+    """The reduce side: records in their shuffled order into this reducer's shards (one
+    channel per reducer); the map tasks' reports pass through as JSON text."""
+    where = f"shuffle partition {reducer}"
+    start, sinks = time.perf_counter(), {}
+    expected = plan.shuffle.pkeys[reducer]
+    channel = plan.shuffle.channel_of(reducer)
+
+    def body():
+        for batch in batches:
+            reports = batch.column("report")
+            if reports.null_count < len(batch):
+                for text in reports.drop_null().to_pylist():
+                    yield report_from_json(text)
+                batch = batch.filter(reports.is_null())
+            if not batch.num_rows:
+                continue
+            pkeys = batch.column("pkey").to_numpy()
+            if (pkeys != expected).any():
+                raise StorageError(
+                    f"{where}: Spark routed rows of partition key {int(pkeys[0])} here "
+                    "(adaptive execution must not coalesce this shuffle)"
+                )
+            records = batch.column("record")
+            offsets = np.frombuffer(records.buffers()[1], np.int32)[
+                records.offset : records.offset + len(records) + 1
+            ]
+            data = memoryview(records.buffers()[2])[offsets[0] : offsets[-1]]
+            labels = batch.column("label")
+            labels = None if labels.null_count else labels.to_numpy(zero_copy_only=False)
+            if channel not in sinks:
+                sinks[channel] = _ChannelSink(plan, channel, reducer)
+            sink = sinks[channel]
+            sink.write_encoded(
+                data, labels, len(batch), (offsets[1:] - offsets[0]).astype(np.int64)
+            )
+        for sink in sinks.values():
+            sink.close()
+        for sink in sinks.values():
+            yield from sink.done
+        yield TaskReport(
+            reducer, None, where, time.perf_counter() - start, _rss_mb(),
+            rows_in=0, dropped=0, fixed=0, nnz=0, cells=0,
+        )  # fmt: skip
+
+    for out in _guarded(where, sinks, body):
+        if isinstance(out, _Failure):
+            yield TaskFailure(reducer, where, out.text)
+            return
+        yield out

@@ -166,7 +166,7 @@ CASES = [
     Case(
         "every-file-empty",
         all_files_empty,
-        "channel train: no rows to write: the input has no rows (3 partitions, all empty); "
+        "channel train: no rows to write: the input has no rows (every Parquet file is empty); "
         "an empty channel would fail training",
     ),
     Case(

@@ -78,6 +78,7 @@ def _settings(src, out, endpoint, path="direct", **extra):
         "s3.region": "us-east-1",
         "s3.part_size_mb": 5,
         "s3.max_attempts": 2,  # botocore retries once; then the attempt fails and Spark retries
+        "read.max_task_mb": 1,  # one task (and shard part-0000N) per file: the faults name them
         **extra,
     }
 
@@ -331,3 +332,30 @@ def test_speculative_attempts_commit_identical_output(
     assert fault.fired[0].key in [s.key for s in proxy.ops("AbortMultipartUpload")]
     assert_committed_like(s3, fault_bucket, prefix, baseline["direct"], data)
     shutil.rmtree(events)
+
+
+@pytest.mark.parametrize("fault_op", ["error", "kill"])
+def test_a_shuffled_run_survives_a_failed_reducer_with_the_same_bytes(
+    spark, s3, proxy, data, fault_bucket, moto_server, fault_op
+):
+    """output.shuffle: rows — a reducer attempt that fails (an S3 error, or its Python worker
+    killed mid-shard) is retried and writes the same bytes as a fault-free shuffled run."""
+    src = data[0]
+    sets = {"output.shuffle": "rows", "output.seed": 7}
+    clean = convert(
+        config(
+            **_settings(src, f"s3://{fault_bucket}/shuffled-{fault_op}-clean", moto_server, **sets)
+        ),
+        spark,
+    )
+    if fault_op == "error":
+        fault = proxy.add(Fault("UploadPart", "error", key="part-00001", nth=2, times=2))
+    else:
+        fault = proxy.add(Fault("UploadPart", "kill", key="part-00001", nth=2))
+    prefix = f"shuffled-{fault_op}"
+    meta = convert(
+        config(**_settings(src, f"s3://{fault_bucket}/{prefix}", proxy.url, **sets)), spark
+    )
+    assert fault.fired
+    assert meta.shuffle["mode"] == "rows"
+    assert_committed_like(s3, fault_bucket, prefix, clean, data)

@@ -17,6 +17,7 @@ RANKS = {
     "aws": 2,
     "codec": 2,
     "interrupts": 2,
+    "progress": 2,
     "exact": 2,
     "storage": 3,
     "expressions": 3,

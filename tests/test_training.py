@@ -329,7 +329,7 @@ def test_a_failed_job_raises_with_its_reason_and_ctrl_c_stops_it(moto_server, s3
             {"training.sagemaker.input_mode": "FastFile"},
             "FastFile input mode does not read a ManifestFile",
         ),
-        ({"training.sagemaker.instance_count": 9}, "channel train has 4 shards for 9 instances"),
+        ({"training.sagemaker.instance_count": 9}, "channel train has 2 shards for 9 instances"),
         ({"training.sagemaker.job_name_prefix": "bad_name"}, "breaks the API's rule"),
         (
             {

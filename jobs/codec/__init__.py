@@ -7,7 +7,7 @@ Spark, no boto3, no I/O beyond reading the stream handed to ``iter_batches``.
 
 from .decode import DenseBatch, SparseBatch, concat_batches, decode, iter_batches
 from .encode import encode_dense, encode_sparse
-from .wire import MAGIC, MAX_RECORD_BYTES, DenseLayout
+from .wire import MAGIC, MAX_RECORD_BYTES, DenseLayout, record_ends
 
 __all__ = [
     "MAGIC",
@@ -20,4 +20,5 @@ __all__ = [
     "encode_dense",
     "encode_sparse",
     "iter_batches",
+    "record_ends",
 ]
