@@ -56,7 +56,7 @@ run: setup
 # deps (not pyspark: the cluster's Spark provides it), the spark-submit entry script, the config.
 # The wheel is built from a copy of the sources, so nothing is written into the checkout.
 DIST ?= dist
-RUNTIME_DEPS := numpy pyarrow boto3 pyyaml sqlglot
+RUNTIME_DEPS := numpy pyarrow boto3 pyyaml sqlglot regex
 package: setup
 	rm -rf $(DIST) && mkdir -p $(DIST)
 	src=$$(mktemp -d) && cp -r jobs pyproject.toml README.md $$src/ && \

@@ -59,3 +59,75 @@ def require_credentials(uris: list[str], what: str) -> None:
             f"no AWS credentials found for {s3[0]} ({what}): set AWS_PROFILE or "
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with an instance or task role"
         )
+
+
+def default_region() -> str | None:
+    """The region the default chain gives (AWS_REGION / AWS_DEFAULT_REGION, the profile)."""
+    return session().region_name
+
+
+def check_request(service: str, operation: str, params: dict) -> list[str]:
+    """Every field of ``params`` against botocore's own service model: enums, patterns,
+    lengths, list sizes and numeric bounds — what botocore carries but checks only
+    server-side. Returns one line per problem, naming the field."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model(service)
+    problems: list[str] = []
+    _check_shape(model.operation_model(operation).input_shape, params, operation, problems)
+    return problems
+
+
+def _check_shape(shape, value, path: str, problems: list[str]) -> None:
+    meta, kind = shape.metadata, shape.type_name
+    if kind == "structure" and isinstance(value, dict):
+        for name, member in shape.members.items():
+            if name in value:
+                _check_shape(member, value[name], f"{path}.{name}", problems)
+        return
+    if kind == "list" and isinstance(value, list):
+        _bounds(len(value), meta, path, "items", problems)
+        for i, item in enumerate(value):
+            _check_shape(shape.member, item, f"{path}[{i}]", problems)
+        return
+    if kind == "map" and isinstance(value, dict):
+        _bounds(len(value), meta, path, "entries", problems)
+        for k, v in value.items():
+            _check_shape(shape.key, k, f"{path} key {k!r}", problems)
+            _check_shape(shape.value, v, f"{path}.{k}", problems)
+        return
+    if kind == "string" and isinstance(value, str):
+        if shape.enum and value not in shape.enum:
+            import difflib
+
+            close = difflib.get_close_matches(value, shape.enum, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{path} = {value!r} is not one the API accepts{hint}")
+            return
+        _bounds(len(value), meta, path, "characters", problems)
+        pattern = meta.get("pattern")
+        if pattern and not _matches(pattern, value):
+            problems.append(f"{path} = {value!r} does not match the API's pattern {pattern}")
+        return
+    if kind in ("integer", "long", "float", "double") and isinstance(value, (int, float)):
+        if "min" in meta and value < meta["min"]:
+            problems.append(f"{path} = {value} is below the API's minimum {meta['min']}")
+        if "max" in meta and value > meta["max"]:
+            problems.append(f"{path} = {value} is above the API's maximum {meta['max']}")
+
+
+def _bounds(n: int, meta: dict, path: str, what: str, problems: list[str]) -> None:
+    if "min" in meta and n < meta["min"]:
+        problems.append(f"{path} has {n} {what}; the API needs at least {meta['min']}")
+    if "max" in meta and n > meta["max"]:
+        problems.append(f"{path} has {n} {what}; the API takes at most {meta['max']}")
+
+
+def _matches(pattern: str, value: str) -> bool:
+    """A whole-value match of the model's (Java) pattern; ``regex`` reads \\p{L} and friends."""
+    import regex
+
+    try:
+        return regex.fullmatch(pattern, value) is not None
+    except regex.error:
+        return True  # a pattern this engine cannot read is left to the server

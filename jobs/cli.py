@@ -229,8 +229,23 @@ def _conversion_rows(meta: dict, seconds: float) -> list[tuple[str, str]]:
     return rows
 
 
+def _check_training(config) -> None:
+    """Before any data is read or written: the training section, as far as the config alone
+    allows (hyperparameters, and for SageMaker the whole request against botocore's model)."""
+    if config.training.backend == "none":
+        return
+    from .training.hyperparameters import for_config
+
+    for_config(config.training)
+    if config.training.backend == "sagemaker":
+        from .training.sagemaker import preflight
+
+        preflight(config)
+
+
 def cmd_convert(args) -> int:
     config = _config(args)
+    _check_training(config)
     meta, seconds = _convert(config)
     print(f"\ncommitted {config.output.path}\n" + _table(_conversion_rows(meta, seconds)))
     return 0
@@ -287,6 +302,7 @@ def cmd_run(args) -> int:
 
     config = _config(args)
     check_paths(config)
+    _check_training(config)
     with _lease(config, config.output.path) as lease:  # one writer for both stages
         log.info("stage 1/2: conversion (Spark)")
         meta, seconds = _convert(config, lease)
@@ -317,6 +333,7 @@ def cmd_emr_step(args) -> int:
     from .errors import ConfigError
 
     config = _config(args)
+    _check_training(config)
     config_file = args.config or DEFAULT_CONFIG
     if args.print_only:
         print(json.dumps([emr.step_definition(config, config_file)], indent=2))

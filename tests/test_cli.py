@@ -106,3 +106,64 @@ def test_help_explains_each_command():
     assert set(listed) == {"sample", "convert", "train", "run", "inspect", "emr-step"}
     assert all(len(text) > 20 for text in listed.values())  # each with a sentence
     assert "--set KEY.PATH=VALUE" in jobs("convert", "--help").stdout
+
+
+@pytest.mark.aws
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (
+            "training.hyperparameters={epochs: 3, margn: 1}",
+            "error: unknown linear-learner hyperparameter 'margn'; did you mean 'margin'?",
+        ),
+        (
+            "training.sagemaker.instance_type=ml.m5.xlarg",
+            "error: training request: CreateTrainingJob.ResourceConfig.InstanceType = "
+            "'ml.m5.xlarg' is not one the API accepts; did you mean 'ml.m5.xlarge'?",
+        ),
+        (
+            "training.sagemaker.tags={'team#1': ml}",
+            "error: training request: CreateTrainingJob.Tags[0].Key = 'team#1' does not match "
+            "the API's pattern",
+        ),
+        (
+            "training.sagemaker.tags={'aws:team': ml}",
+            "error: training request: tag 'aws:team': the aws: prefix is reserved for AWS",
+        ),
+        (
+            "training.sagemaker.max_retry_attempts=31",
+            "error: training request: CreateTrainingJob.RetryStrategy.MaximumRetryAttempts = 31 "
+            "is above the API's maximum 30",
+        ),
+        (
+            "training.hyperparameters={loss: softmax_loss}",
+            "error: hyperparameter loss = 'softmax_loss' does not fit a binary_classifier",
+        ),
+    ],
+)
+def test_run_checks_the_training_section_before_any_work(
+    moto_server, s3, bucket, tmp_path, setting, message
+):
+    """A bad training section fails `run` (and `convert`, `emr-step`) in one line before Spark
+    starts: nothing under the output, no Spark, no SageMaker call."""
+    data = jobs("sample", "--out", str(tmp_path / "d"))
+    assert data.returncode == 0, data.stderr
+    env_sets = [
+        f"input.paths.train={tmp_path / 'd' / 'train'}",
+        f"output.path=s3://{bucket}/run",
+        f"s3.endpoint_url={moto_server}",
+        "training.backend=sagemaker",
+        "training.sagemaker.region=us-east-1",
+        "training.sagemaker.role_arn=arn:aws:iam::123456789012:role/SageMakerRole",
+        setting,
+    ]
+    for command in ("run", "convert"):
+        args = [command, "--config", "conf/local.yaml"]
+        for s in env_sets:
+            args += ["--set", s]
+        result = jobs(*args)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.strip().startswith(message), result.stderr
+        assert "\n" not in result.stderr.strip()
+        assert "WARN" not in result.stderr and "stage 1/2" not in result.stderr  # no JVM
+        assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0

@@ -329,7 +329,15 @@ def test_a_failed_job_raises_with_its_reason_and_ctrl_c_stops_it(moto_server, s3
             {"training.sagemaker.input_mode": "FastFile"},
             "FastFile input mode does not read a ManifestFile",
         ),
-        ({"training.sagemaker.instance_count": 9}, "channel train has 2 shards for 9 instances"),
+        (
+            {"training.sagemaker.instance_count": 9, "training.hyperparameters.mini_batch_size": 8},
+            "channel train has 2 shards for 9 instances",
+        ),
+        (
+            {"training.sagemaker.instance_count": 9},
+            "mini_batch_size = 50 is more than the 35 train rows per instance (319 rows, 9 ",
+        ),
+        ({"training.hyperparameters.loss": "softmax_loss"}, "loss = 'softmax_loss' does not fit"),
         ({"training.sagemaker.job_name_prefix": "bad_name"}, "breaks the API's rule"),
         (
             {

@@ -7,10 +7,13 @@ values go on the wire as strings.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from dataclasses import dataclass
 
 from ..errors import TrainingError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,13 @@ LINEAR_LEARNER: dict[str, Param] = {
         str,
         choices=(
             "accuracy",
+            "f1",
             "f_beta",
             "precision_at_target_recall",
             "recall_at_target_precision",
+            "cross_entropy_loss",
             "loss_function",
-        ),
+        ),  # the documentation's five and the SDK's f1 and cross_entropy_loss
     ),
     "target_recall": _open01(),
     "target_precision": _open01(),
@@ -108,15 +113,15 @@ LINEAR_LEARNER: dict[str, Param] = {
     "lr_scheduler_step": _gt(int, 0, auto=True),
     "lr_scheduler_factor": _open01(auto=True),
     "lr_scheduler_minimum_lr": _gt(float, 0, auto=True),
-    "normalize_data": Param(bool),
+    "normalize_data": Param(bool, auto=True),
     "normalize_label": Param(bool, auto=True),
     "unbias_data": Param(bool, auto=True),
     "unbias_label": Param(bool, auto=True),
     "num_point_for_scaler": _gt(int, 0),
-    "margin": _ge(float, 0),
+    "margin": _gt(float, 0),
     "quantile": _open01(),
     "loss_insensitivity": _gt(float, 0),
-    "huber_delta": _ge(float, 0),
+    "huber_delta": _gt(float, 0),
     "early_stopping_patience": _gt(int, 0),
     "early_stopping_tolerance": _gt(float, 0),
     "accuracy_top_k": Param(int, low=1, high=1_000_000),
@@ -124,6 +129,16 @@ LINEAR_LEARNER: dict[str, Param] = {
     "balance_multiclass_weights": Param(bool),
 }
 _WEIGHT_WORDS = ("auto", "balanced")
+# which loss each predictor type takes (linear-learner's documentation)
+LOSSES = {
+    "binary_classifier": ("auto", "logistic", "hinge_loss"),
+    "multiclass_classifier": ("auto", "softmax_loss"),
+    "regressor": (
+        "auto", "squared_loss", "absolute_loss", "eps_insensitive_squared_loss",
+        "eps_insensitive_absolute_loss", "quantile_loss", "huber_loss",
+    ),
+}  # fmt: skip
+DEFAULT_MINI_BATCH_SIZE = 1000  # the SDK's default, capped by the rows per instance
 
 
 def _check_one(name: str, value, param: Param):
@@ -186,9 +201,9 @@ def to_wire(hyperparameters: dict) -> dict[str, str]:
     return wire
 
 
-def for_run(training, metadata: dict) -> dict:
-    """The checked hyperparameters for this run: predictor type, classes and feature_dim
-    agree with what the run holds."""
+def for_config(training) -> dict:
+    """What can be checked before any data exists: every value, the predictor type, the loss
+    it takes, num_classes. Run before the conversion, so a typo costs nothing."""
     hp = validate(dict(training.hyperparameters))
     predictor = hp.setdefault("predictor_type", training.predictor_type)
     if predictor != training.predictor_type:
@@ -196,6 +211,25 @@ def for_run(training, metadata: dict) -> dict:
             f"hyperparameters.predictor_type {predictor!r} disagrees with "
             f"training.predictor_type {training.predictor_type!r}"
         )
+    loss = hp.get("loss", "auto")
+    if loss not in LOSSES[predictor]:
+        raise TrainingError(
+            f"hyperparameter loss = {loss!r} does not fit a {predictor}: expected one of "
+            + ", ".join(LOSSES[predictor])
+        )
+    if predictor == "multiclass_classifier":
+        k = hp.setdefault("num_classes", training.num_classes)
+        if k is None:
+            raise TrainingError("num_classes is required for a multiclass_classifier")
+        hp["num_classes"] = _check_one("num_classes", k, LINEAR_LEARNER["num_classes"])
+    return hp
+
+
+def for_run(training, metadata: dict, instance_count: int = 1) -> dict:
+    """The checked hyperparameters for this run: predictor type, classes and feature_dim
+    agree with what the run holds; mini_batch_size fits the rows each instance gets."""
+    hp = for_config(training)
+    predictor = hp["predictor_type"]
     if metadata.predictor_type and metadata.predictor_type != predictor:
         raise TrainingError(
             f"the run's labels were checked for {metadata.predictor_type}, not {predictor}; "
@@ -206,12 +240,26 @@ def for_run(training, metadata: dict) -> dict:
     if given != "auto" and given != d:
         raise TrainingError(f"hyperparameters.feature_dim = {given}, but the run's shards hold {d}")
     hp["feature_dim"] = d
-    labels = metadata.channels["train"].labels
+    train = metadata.channels["train"]
+    per_instance = train.rows // max(instance_count, 1)
+    if per_instance < 1:
+        raise TrainingError(
+            f"the train channel has {train.rows} rows for {instance_count} instances"
+        )
+    if "mini_batch_size" not in hp:
+        hp["mini_batch_size"] = min(DEFAULT_MINI_BATCH_SIZE, per_instance)
+        log.info(
+            "mini_batch_size %d (the SDK's default %d, at most the %d rows per instance)",
+            hp["mini_batch_size"], DEFAULT_MINI_BATCH_SIZE, per_instance,
+        )  # fmt: skip
+    elif hp["mini_batch_size"] > per_instance:
+        raise TrainingError(
+            f"hyperparameter mini_batch_size = {hp['mini_batch_size']} is more than the "
+            f"{per_instance:,} train rows per instance ({train.rows:,} rows, {instance_count} "
+            "instances): the job would fail; lower it"
+        )
+    labels = train.labels
     if predictor == "multiclass_classifier":
-        k = hp.setdefault("num_classes", training.num_classes)
-        if k is None:
-            raise TrainingError("num_classes is required for a multiclass_classifier")
-        hp["num_classes"] = _check_one("num_classes", k, LINEAR_LEARNER["num_classes"])
         top = max((float(v) for v in labels), default=0)
         if top >= hp["num_classes"]:
             raise TrainingError(

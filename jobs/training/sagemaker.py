@@ -17,7 +17,7 @@ from .. import aws
 from ..errors import TrainingError
 from ..runinfo import RunLayout
 from ..storage import Location, Store
-from .hyperparameters import for_run, to_wire
+from .hyperparameters import for_config, for_run, to_wire
 
 CONTENT_TYPE = "application/x-recordio-protobuf"
 IMAGE_ACCOUNTS = {
@@ -117,13 +117,79 @@ def build_request(config, run_uri: str, meta: dict, name: str) -> dict:
     """The CreateTrainingJob request, complete and checked; makes no call."""
     sm = config.training.sagemaker
     layout = RunLayout.at(run_uri)
-    hp = for_run(config.training, meta)
+    hp = for_run(config.training, meta, sm.instance_count)
+    request = _request(config, run_uri, name)
+    request["HyperParameters"] = to_wire(hp)
+    request["InputDataConfig"] = _channels(sm, layout, meta)
+    _check(request)
+    return request
+
+
+def preflight(config) -> None:
+    """Everything about the training job that can be checked before the conversion: our
+    hyperparameter rules, and the whole request (with the run's facts left as placeholders)
+    against botocore's service model. Makes no call."""
+    sm = config.training.sagemaker
+    hp = for_config(config.training)
+    hp.setdefault("feature_dim", 1)  # known after the conversion; checked again then
+    root = RunLayout.at(config.output.path).root
+    if root.scheme != "s3":
+        raise TrainingError(
+            f"output.path {config.output.path} is not on S3, and SageMaker reads S3 only: "
+            "convert to s3:// or use training.backend: local"
+        )
+    request = _request(config, config.output.path, job_name(sm.job_name_prefix))
+    request["HyperParameters"] = to_wire(hp)
+    request["InputDataConfig"] = [
+        {
+            "ChannelName": channel,
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": sm.data_type,
+                    "S3Uri": root.join("manifests", f"{channel}.manifest").uri,
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+            "ContentType": CONTENT_TYPE,
+            "InputMode": sm.channel_input_modes.get(channel, sm.input_mode),
+        }
+        for channel in (list(config.input.split) or list(config.channels()) or ["train"])
+    ]
+    _check(request)
+
+
+# instance families with local NVMe storage: SageMaker refuses a volume KMS key for them
+_LOCAL_STORAGE = re.compile(r"^ml\.(?:[a-z]+\d+[a-z]*d[a-z]*|g5|g6e?|p5e?n?|trn1n?)\.")
+
+
+def _check(request: dict) -> None:
+    """Rules the service model cannot state, then the model's own: one line, first problem."""
+    problems = []
+    for tag in request.get("Tags", []):
+        if tag["Key"].lower().startswith("aws:"):
+            problems.append(f"tag {tag['Key']!r}: the aws: prefix is reserved for AWS")
+    resources = request["ResourceConfig"]
+    if resources.get("VolumeKmsKeyId") and _LOCAL_STORAGE.match(resources["InstanceType"]):
+        problems.append(
+            f"training.sagemaker.volume_kms_key_id: {resources['InstanceType']} has local NVMe "
+            "storage (encrypted by the instance); SageMaker refuses a volume KMS key for it"
+        )
+    problems += aws.check_request("sagemaker", "CreateTrainingJob", request)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise TrainingError(f"training request: {problems[0]}{more}")
+
+
+def _request(config, run_uri: str, name: str) -> dict:
+    """Every field of the request that comes from the config alone."""
+    sm = config.training.sagemaker
+    layout = RunLayout.at(run_uri)
     if not sm.role_arn or not ROLE_ARN.match(sm.role_arn):
         raise TrainingError(
             f"training.sagemaker.role_arn {sm.role_arn!r} is not an IAM role ARN "
             "(arn:aws:iam::<12-digit account>:role/<name>)"
         )
-    region = sm.region or config.s3.region
+    region = sm.region or config.s3.region or aws.default_region()
     output = sm.output_path or layout.root.join("training", "sagemaker").uri
     if not output.startswith("s3://"):
         raise TrainingError(f"training.sagemaker.output_path {output!r} must be an s3:// URI")
@@ -136,8 +202,6 @@ def build_request(config, run_uri: str, meta: dict, name: str) -> dict:
             "TrainingImage": image_uri(region, sm.image_uri),
             "TrainingInputMode": sm.input_mode,
         },
-        "HyperParameters": to_wire(hp),
-        "InputDataConfig": _channels(sm, layout, meta),
         "OutputDataConfig": {"S3OutputPath": output},
         "ResourceConfig": {
             "InstanceType": sm.instance_type,
@@ -169,9 +233,7 @@ def build_request(config, run_uri: str, meta: dict, name: str) -> dict:
     if sm.max_retry_attempts is not None:
         request["RetryStrategy"] = {"MaximumRetryAttempts": sm.max_retry_attempts}
     if sm.tags:
-        if len(sm.tags) > 50:
-            raise TrainingError(f"{len(sm.tags)} tags; the API takes at most 50")
-        request["Tags"] = [{"Key": k, "Value": str(v)} for k, v in sm.tags.items()]
+        request["Tags"] = [{"Key": str(k), "Value": str(v)} for k, v in sm.tags.items()]
     return request
 
 
