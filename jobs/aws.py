@@ -131,3 +131,14 @@ def _matches(pattern: str, value: str) -> bool:
         return regex.fullmatch(pattern, value) is not None
     except regex.error:
         return True  # a pattern this engine cannot read is left to the server
+
+
+def bucket_region(s3_client, bucket: str) -> str | None:
+    """The region a bucket lives in (HeadBucket's x-amz-bucket-region, which S3 sends even
+    with a redirect or AccessDenied); None when it cannot be told."""
+    try:
+        response = s3_client.head_bucket(Bucket=bucket)
+    except Exception as exc:  # noqa: BLE001 - ClientError carries the header too; else unknown
+        response = getattr(exc, "response", None) or {}
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    return headers.get("x-amz-bucket-region")

@@ -67,6 +67,15 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the checksum comparison")
 
 
+def _job_args(p: argparse.ArgumentParser, run: bool = False) -> None:
+    p.add_argument("job", metavar="JOB", help="the SageMaker training job's name")
+    if run:
+        p.add_argument(
+            "--run", metavar="LOCATION", help="the run whose training/ gets the result JSON "
+            "(default: output.path when it holds a committed run)",
+        )  # fmt: skip
+
+
 def _emr_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-id", required=False, metavar="J-XXXX")
     p.add_argument("--dist", default="dist", help="where `make package` put the artifacts")
@@ -117,6 +126,23 @@ _PARSERS = [
         _inspect_args,
         True,
     ),
+    (
+        "attach",
+        "follow an existing SageMaker training job to its end",
+        "Follow JOB (started with --no-wait, or by a driver that died) with status, transitions "
+        "and logs, then write its result JSON by the run and exit as train would (0 when "
+        "Completed). Ctrl-C stops following; the job keeps running.",
+        lambda p: _job_args(p, run=True),
+        True,
+    ),
+    (
+        "logs",
+        "print a SageMaker training job's logs",
+        "Print JOB's CloudWatch log lines.",
+        _job_args,
+        True,
+    ),
+    ("stop", "stop a SageMaker training job", "Ask SageMaker to stop JOB.", _job_args, True),
     (
         "emr-step",
         "upload dist/ artifacts and add a spark-submit step to an EMR cluster",
@@ -315,6 +341,41 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_attach(args) -> int:
+    from .runinfo import load_run
+    from .storage import Store
+    from .training.sagemaker import attach
+
+    config = _config(args)
+    store = Store(config.s3)
+    run_uri = args.run or config.output.path
+    try:
+        load_run(run_uri, store)
+    except JobError:
+        if args.run:
+            raise
+        log.info("no committed run at %s: the result JSON is printed only", run_uri)
+        run_uri = None
+    result = attach(config, args.job, run_uri, store)
+    print("\n" + _table(_training_rows(result)))
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from .training.sagemaker import print_logs
+
+    if not print_logs(_config(args), args.job):
+        log.info("no log lines for %s (yet)", args.job)
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from .training.sagemaker import stop
+
+    print(f"{args.job}: stop requested; status {stop(_config(args), args.job)}")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from .inspection import format_report, inspect
     from .storage import Store
@@ -350,6 +411,9 @@ COMMANDS = {
     "train": cmd_train,
     "run": cmd_run,
     "inspect": cmd_inspect,
+    "attach": cmd_attach,
+    "logs": cmd_logs,
+    "stop": cmd_stop,
     "emr-step": cmd_emr_step,
 }
 

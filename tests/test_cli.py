@@ -103,7 +103,17 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
 def test_help_explains_each_command():
     out = jobs("--help").stdout
     listed = dict(re.findall(r"^    (\S+)\s{2,}(\S.*)$", out, re.MULTILINE))
-    assert set(listed) == {"sample", "convert", "train", "run", "inspect", "emr-step"}
+    assert set(listed) == {
+        "sample",
+        "convert",
+        "train",
+        "run",
+        "inspect",
+        "attach",
+        "logs",
+        "stop",
+        "emr-step",
+    }
     assert all(len(text) > 20 for text in listed.values())  # each with a sentence
     assert "--set KEY.PATH=VALUE" in jobs("convert", "--help").stdout
 
@@ -167,3 +177,61 @@ def test_run_checks_the_training_section_before_any_work(
         assert "\n" not in result.stderr.strip()
         assert "WARN" not in result.stderr and "stage 1/2" not in result.stderr  # no JVM
         assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+@pytest.mark.aws
+def test_a_bucket_in_another_region_than_training_fails_before_any_work(moto_server, s3, tmp_path):
+    bucket = f"eu-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    data = jobs("sample", "--out", str(tmp_path / "d"))
+    assert data.returncode == 0, data.stderr
+    sets = [
+        f"input.paths.train={tmp_path / 'd' / 'train'}",
+        f"output.path=s3://{bucket}/run",
+        f"s3.endpoint_url={moto_server}",
+        "training.backend=sagemaker",
+        "training.sagemaker.region=us-east-1",
+        "training.sagemaker.role_arn=arn:aws:iam::123456789012:role/SageMakerRole",
+    ]
+    args = ["run", "--config", "conf/local.yaml"]
+    for s in sets:
+        args += ["--set", s]
+    result = jobs(*args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == (
+        f"error: the output bucket {bucket} is in eu-west-1, but training would run in "
+        "us-east-1: SageMaker reads training data only from its own region; set "
+        f"training.sagemaker.region: eu-west-1 or write to a bucket in us-east-1"
+    )
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+@pytest.mark.aws
+def test_attach_and_logs_follow_a_job_as_real_processes(moto_server, bucket, tmp_path):
+    import boto3
+
+    sm = boto3.client("sagemaker", region_name="us-east-1", endpoint_url=moto_server)
+    sm.create_training_job(
+        TrainingJobName="attach-me",
+        RoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
+        AlgorithmSpecification={
+            "TrainingImage": "382416733822.dkr.ecr.us-east-1.amazonaws.com/linear-learner:1",
+            "TrainingInputMode": "File",
+        },
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
+        ResourceConfig={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 60},
+    )
+    sets = [
+        "--set", f"output.path=s3://{bucket}/none",
+        "--set", f"s3.endpoint_url={moto_server}",
+        "--set", "training.sagemaker.region=us-east-1",
+        "--set", f"training.sagemaker.endpoint_url={moto_server}",
+        "--set", "training.sagemaker.poll_seconds=0",
+    ]  # fmt: skip
+    attached = jobs("attach", "attach-me", "--config", "conf/local.yaml", *sets)
+    assert attached.returncode == 0, attached.stderr[-2000:]
+    assert re.search(r"training +sagemaker: Completed", attached.stdout), attached.stdout
+    assert "no committed run at" in attached.stderr  # printed only, nothing written
+    logs = jobs("logs", "attach-me", "--config", "conf/local.yaml", *sets)
+    assert logs.returncode == 0, logs.stderr[-2000:]

@@ -14,11 +14,18 @@ from botocore.stub import ANY, Stubber
 from helpers import config, write_columns
 
 from jobs.errors import TrainingError
-from jobs.runinfo import load_run
+from jobs.runinfo import RunLayout, load_run
 from jobs.spark_job import convert
 from jobs.storage import Store
 from jobs.training import hyperparameters as hpmod
-from jobs.training.sagemaker import build_request, follow, image_uri, job_name, train_sagemaker
+from jobs.training.sagemaker import (
+    attach,
+    build_request,
+    follow,
+    image_uri,
+    job_name,
+    train_sagemaker,
+)
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
@@ -241,6 +248,28 @@ def test_follow_reports_transitions_log_pages_and_a_failure(moto_server):
                 "nextToken": "f/2",
             },
         )
+        # after the end, the logs once more: a line logged as the job failed
+        s_logs.add_response("describe_log_streams", {"logStreams": [{"logStreamName": stream}]})
+        s_logs.add_response(
+            "get_log_events",
+            {"events": [{"timestamp": 3, "message": "bye"}], "nextForwardToken": "f/3"},
+            {
+                "logGroupName": ANY,
+                "logStreamName": stream,
+                "startFromHead": True,
+                "nextToken": "f/2",
+            },
+        )
+        s_logs.add_response(
+            "get_log_events",
+            {"events": [], "nextForwardToken": "f/3"},
+            {
+                "logGroupName": ANY,
+                "logStreamName": stream,
+                "startFromHead": True,
+                "nextToken": "f/3",
+            },
+        )
         lines = []
         desc = follow(sm, logs, "job-1", 0, lines.append, sleep=lambda s: None)
         s_sm.assert_no_pending_responses()
@@ -251,6 +280,40 @@ def test_follow_reports_transitions_log_pages_and_a_failure(moto_server):
     assert "Training: Training in progress" in text
     assert "[algo-1-1700000000] epoch 1" in text and "[algo-1-1700000000] epoch 2" in text
     assert text.index("epoch 1") < text.index("epoch 2") < text.index("Failed / Failed")
+    assert text.index("Failed / Failed") < text.index("] bye")
+
+
+@pytest.mark.aws
+@pytest.mark.parametrize("code", ["AccessDeniedException", "ThrottlingException"])
+def test_log_errors_degrade_to_status_only_with_one_warning(moto_server, code):
+    sm, logs = _stubbed(moto_server)
+    warnings, lines = [], []
+    with Stubber(sm) as s_sm, Stubber(logs) as s_logs:
+        s_sm.add_client_error("describe_training_job", "AccessDeniedException")  # a new role
+        s_sm.add_response("describe_training_job", _describe("InProgress", "Training", []))
+        s_logs.add_client_error("describe_log_streams", code)
+        s_sm.add_response("describe_training_job", _describe("InProgress", "Training", []))
+        s_sm.add_response("describe_training_job", _describe("Completed", "Completed", []))
+        desc = follow(
+            sm, logs, "job-1", 0, lines.append, sleep=lambda s: None, warn=warnings.append
+        )
+        s_sm.assert_no_pending_responses()
+        s_logs.assert_no_pending_responses()  # no log call after the first failure
+    assert desc["TrainingJobStatus"] == "Completed"
+    assert warnings == [
+        f"CloudWatch Logs unavailable ({code}): following job-1 by its status only; its logs "
+        "are in /aws/sagemaker/TrainingJobs"
+    ]
+    assert "access denied, retrying (role propagation)" in lines[0]
+
+
+@pytest.mark.aws
+def test_access_denied_that_lasts_is_raised(moto_server):
+    sm, logs = _stubbed(moto_server)
+    with Stubber(sm) as s_sm, Stubber(logs):
+        s_sm.add_client_error("describe_training_job", "AccessDeniedException")
+        with pytest.raises(Exception, match="AccessDenied"):
+            follow(sm, logs, "job-1", 0, print, sleep=lambda s: None, access_wait_s=0.0)
 
 
 @pytest.mark.spark
@@ -453,3 +516,133 @@ def test_shards_that_do_not_match_the_run_are_refused(moto_server, s3_run):
     finally:
         store.put(shard, original)
     load_run(uri, store, verify=True)
+
+
+def test_the_image_table_is_the_sdks():
+    """All of linear-learner's regions, each image URI as the SDK itself builds it."""
+    import importlib.resources
+    import json
+
+    from sagemaker import image_uris
+
+    from jobs.training.sagemaker import IMAGE_ACCOUNTS
+
+    spec = importlib.resources.files("sagemaker") / "image_uri_config" / "linear-learner.json"
+    registries = json.loads(spec.read_text())["versions"]["1"]["registries"]
+    assert IMAGE_ACCOUNTS == registries
+    for region in registries:
+        assert image_uri(region) == image_uris.retrieve("linear-learner", region), region
+
+
+def test_the_hyperparameter_table_is_at_least_as_strict_as_the_sdk():
+    """Every hyperparameter the SDK's LinearLearner knows, with its choices; a value just past
+    any of its bounds is refused here too. Where the documentation is stricter (num_classes
+    from 3, margin and huber_delta above 0), ours follows the documentation."""
+    from sagemaker.amazon.hyperparameter import Hyperparameter
+    from sagemaker.amazon.linear_learner import LinearLearner
+
+    sdk = {h.name: h for h in vars(LinearLearner).values() if isinstance(h, Hyperparameter)}
+    assert set(sdk) <= set(hpmod.LINEAR_LEARNER)
+    # the run sets feature_dim; the SDK passes mini_batch_size to fit(), not as a descriptor
+    assert set(hpmod.LINEAR_LEARNER) - set(sdk) == {"feature_dim", "mini_batch_size"}
+    probes = {
+        "gt": lambda b: b,
+        "ge": lambda b: b - 1e-9,
+        "lt": lambda b: b,
+        "le": lambda b: b + 1e-9,
+    }
+    checked = 0
+    for name, h in sdk.items():
+        validators = h.validation if isinstance(h.validation, (list, tuple)) else [h.validation]
+        for v in validators:
+            kind = v.__qualname__.split(".")[0]
+            (arg,) = [c.cell_contents for c in v.__closure__]
+            if kind == "isin":
+                assert set(hpmod.LINEAR_LEARNER[name].choices) == set(arg), name
+            else:
+                with pytest.raises(TrainingError):
+                    hpmod.validate({name: probes[kind](arg)})
+            checked += 1
+    assert checked == 42  # every validator the SDK has (isin, gt, ge, lt, le)
+    for bad in ({"margin": 0}, {"huber_delta": 0}, {"num_classes": 2}):
+        with pytest.raises(TrainingError):
+            hpmod.validate(bad)
+    assert hpmod.validate({"normalize_data": "auto"}) == {"normalize_data": "auto"}
+
+
+@pytest.mark.spark
+@pytest.mark.aws
+@pytest.mark.parametrize("status", ["Completed", "Failed"])
+def test_attach_records_the_same_result_as_train(moto_server, s3_run, status):
+    """`attach` on a job gives the result JSON and the outcome `train` gives for it."""
+    uri, meta = s3_run
+    cfg = _cfg(moto_server, uri)
+    store = Store(cfg.s3)
+    layout = RunLayout.at(uri)
+    extra = {"FailureReason": "AlgorithmError: bad"} if status == "Failed" else {}
+    sm, logs = _stubbed(moto_server)
+    outcomes, said = {}, []
+    with Stubber(sm) as s_sm, Stubber(logs) as s_logs:
+        s_sm.add_response("create_training_job", {"TrainingJobArn": "arn:x"})
+        for command in ("train", "attach"):
+            s_sm.add_response("describe_training_job", _describe(status, status, **extra))
+            for _ in range(2):  # while following, and once more after the end
+                s_logs.add_response("describe_log_streams", {"logStreams": []})
+            try:
+                if command == "train":
+                    got = train_sagemaker(
+                        cfg, uri, store, meta, progress=said.append, sm_client=sm,
+                        logs_client=logs, sleep=lambda s: None,
+                    )  # fmt: skip
+                else:
+                    got = attach(
+                        cfg, "job-1", uri, store, progress=lambda s: None, sm_client=sm,
+                        logs_client=logs, sleep=lambda s: None,
+                    )  # fmt: skip
+                outcomes[command] = ("ok", got)
+            except TrainingError as exc:
+                outcomes[command] = ("error", str(exc).replace("job-1", "<job>"))
+        s_sm.assert_no_pending_responses()
+        s_logs.assert_no_pending_responses()
+    (started,) = [line for line in said if line.startswith("started training job ")]
+    trained = store.get_json(layout.result(started.split()[3] + ".json"))
+    attached = store.get_json(layout.result("job-1.json"))
+    assert attached == trained == result_of_describe(status, extra)
+    if status == "Completed":
+        assert outcomes["train"] == outcomes["attach"] == ("ok", attached)
+    else:
+        assert outcomes["attach"][0] == "error" and outcomes["train"][0] == "error"
+        assert outcomes["attach"][1].endswith("Failed: AlgorithmError: bad")
+        assert outcomes["train"][1].endswith("Failed: AlgorithmError: bad")
+
+
+def result_of_describe(status, extra):
+    from jobs.training.sagemaker import result_of
+
+    return result_of(_describe(status, status, **extra))
+
+
+@pytest.mark.spark
+@pytest.mark.aws
+@pytest.mark.parametrize("code", ["AccessDeniedException", "ThrottlingException"])
+def test_train_completes_with_one_warning_when_logs_fail(moto_server, s3_run, code, caplog):
+    """CloudWatch Logs refusing us mid-run costs the log lines, never the result."""
+    uri, meta = s3_run
+    cfg = _cfg(moto_server, uri)
+    sm, logs = _stubbed(moto_server)
+    with Stubber(sm) as s_sm, Stubber(logs) as s_logs:
+        s_sm.add_response("create_training_job", {"TrainingJobArn": "arn:x"})
+        s_sm.add_response("describe_training_job", _describe("InProgress", "Training"))
+        s_logs.add_client_error("describe_log_streams", code)
+        s_sm.add_response("describe_training_job", _describe("InProgress", "Training"))
+        s_sm.add_response("describe_training_job", _describe("Completed", "Completed"))
+        with caplog.at_level("WARNING", logger="jobs.training.sagemaker"):
+            result = train_sagemaker(
+                cfg, uri, Store(cfg.s3), meta, progress=lambda s: None, sm_client=sm,
+                logs_client=logs, sleep=lambda s: None,
+            )  # fmt: skip
+        s_sm.assert_no_pending_responses()
+        s_logs.assert_no_pending_responses()
+    assert result["status"] == "Completed" and result["model_artifact"] == "s3://b/model.tar.gz"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and f"CloudWatch Logs unavailable ({code})" in warnings[0]

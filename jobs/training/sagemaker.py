@@ -9,6 +9,7 @@ cannot (its default also stops after 6 hours: 120 s × 180).
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from datetime import datetime, timezone
@@ -19,21 +20,39 @@ from ..runinfo import RunLayout
 from ..storage import Location, Store
 from .hyperparameters import for_config, for_run, to_wire
 
+log = logging.getLogger(__name__)
+
 CONTENT_TYPE = "application/x-recordio-protobuf"
+# linear-learner's registry account per region: all 37 regions of the SageMaker Python SDK's
+# image_uri_config/linear-learner.json (tests/test_training.py compares the two)
 IMAGE_ACCOUNTS = {
-    "us-east-1": "382416733822",
-    "us-east-2": "404615174143",
-    "us-west-1": "632365934929",
+    "af-south-1": "455444449433", "ap-east-1": "286214385809",
+    "ap-northeast-1": "351501993468", "ap-northeast-2": "835164637446",
+    "ap-northeast-3": "867004704886", "ap-south-1": "991648021394",
+    "ap-south-2": "628508329040", "ap-southeast-1": "475088953585",
+    "ap-southeast-2": "712309505854", "ap-southeast-3": "951798379941",
+    "ap-southeast-4": "106583098589", "ca-central-1": "469771592824",
+    "ca-west-1": "190319476487", "cn-north-1": "390948362332",
+    "cn-northwest-1": "387376663083", "eu-central-1": "664544806723",
+    "eu-central-2": "680994064768", "eu-north-1": "669576153137",
+    "eu-south-1": "257386234256", "eu-south-2": "104374241257",
+    "eu-west-1": "438346466558", "eu-west-2": "644912444149",
+    "eu-west-3": "749696950732", "il-central-1": "898809789911",
+    "me-central-1": "272398656194", "me-south-1": "249704162688",
+    "sa-east-1": "855470959533", "us-east-1": "382416733822",
+    "us-east-2": "404615174143", "us-gov-east-1": "237065988967",
+    "us-gov-west-1": "226302683700", "us-iso-east-1": "490574956308",
+    "us-isob-east-1": "765400339828", "us-isof-east-1": "108575199400",
+    "us-isof-south-1": "124985052026", "us-west-1": "632365934929",
     "us-west-2": "174872318107",
-    "eu-west-1": "438346466558",
-    "eu-west-2": "644912444149",
-    "eu-central-1": "664544806723",
-    "ap-northeast-1": "351501993468",
-    "ap-southeast-1": "475088953585",
-    "ap-southeast-2": "712309505854",
-    "ap-south-1": "991648021394",
-    "ca-central-1": "469771592824",
-}
+}  # fmt: skip
+# DNS suffix of a region's partition (the SDK takes it from botocore's endpoint data)
+_DNS_SUFFIXES = (
+    ("cn-", "amazonaws.com.cn"),
+    ("us-isof-", "csp.hci.ic.gov"),
+    ("us-isob-", "sc2s.sgov.gov"),
+    ("us-iso-", "c2s.ic.gov"),
+)
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@\-/]{1,512}$")
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -52,7 +71,7 @@ def image_uri(region: str | None, override: str | None = None) -> str:
             "--set training.sagemaker.image_uri=<account>.dkr.ecr.<region>.amazonaws.com/"
             "linear-learner:1 (see the SageMaker docs' Docker registry paths)"
         )
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    suffix = next((d for p, d in _DNS_SUFFIXES if region.startswith(p)), "amazonaws.com")
     return f"{account}.dkr.ecr.{region}.{suffix}/linear-learner:1"
 
 
@@ -137,6 +156,14 @@ def preflight(config) -> None:
         raise TrainingError(
             f"output.path {config.output.path} is not on S3, and SageMaker reads S3 only: "
             "convert to s3:// or use training.backend: local"
+        )
+    region = sm.region or config.s3.region or aws.default_region()
+    where = aws.bucket_region(aws.s3_client(config.s3), root.bucket)
+    if where and region and where != region:
+        raise TrainingError(
+            f"the output bucket {root.bucket} is in {where}, but training would run in "
+            f"{region}: SageMaker reads training data only from its own region; set "
+            f"training.sagemaker.region: {where} or write to a bucket in {region}"
         )
     request = _request(config, config.output.path, job_name(sm.job_name_prefix))
     request["HyperParameters"] = to_wire(hp)
@@ -245,28 +272,47 @@ def clients(config):
             "no AWS credentials found (environment, profile or instance role); "
             "SageMaker training needs them"
         )
-    region = sm.region or config.s3.region
-    retry = (config.s3.retry_mode, config.s3.max_attempts)
+    region = sm.region or config.s3.region or aws.default_region()
+    retry = ("adaptive", config.s3.max_attempts)  # throttling backs off client-side
     return (
         aws.client("sagemaker", region, sm.endpoint_url, *retry),
         aws.client("logs", region, sm.logs_endpoint_url or sm.endpoint_url, *retry),
     )
 
 
-class _Logs:
-    """New CloudWatch log lines of a job's streams, page by page (nextForwardToken)."""
+def _code(exc: BaseException) -> str | None:
+    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
 
-    def __init__(self, logs, name: str):
-        self.logs, self.name = logs, name
+
+class _Logs:
+    """New CloudWatch log lines of a job's streams, page by page (nextForwardToken). Logs are
+    a courtesy: an error other than "no log group yet" (AccessDenied, throttling past
+    botocore's retries) turns them off with one warning, and the status is followed alone."""
+
+    def __init__(self, logs, name: str, warn):
+        self.logs, self.name, self.warn = logs, name, warn
         self.tokens: dict[str, str | None] = {}
+        self.off = False
 
     def poll(self) -> list[str]:
+        if self.off:
+            return []
         try:
-            streams = self.logs.describe_log_streams(
-                logGroupName=LOG_GROUP, logStreamNamePrefix=f"{self.name}/"
-            ).get("logStreams", [])
-        except self.logs.exceptions.ResourceNotFoundException:
-            return []  # the group appears once the first instance starts logging
+            return self._poll()
+        except Exception as exc:  # noqa: BLE001 - any failure of the logs: status only
+            if _code(exc) == "ResourceNotFoundException":
+                return []  # the group appears once the first instance starts logging
+            self.off = True
+            self.warn(
+                f"CloudWatch Logs unavailable ({_code(exc) or type(exc).__name__}): following "
+                f"{self.name} by its status only; its logs are in {LOG_GROUP}"
+            )
+            return []
+
+    def _poll(self) -> list[str]:
+        streams = self.logs.describe_log_streams(
+            logGroupName=LOG_GROUP, logStreamNamePrefix=f"{self.name}/"
+        ).get("logStreams", [])
         lines = []
         for stream in streams:
             sname = stream["logStreamName"]
@@ -285,14 +331,35 @@ class _Logs:
         return lines
 
 
-def follow(sm_client, logs_client, name: str, poll_seconds: float, progress, sleep=time.sleep):
-    """Poll until the job ends, reporting status changes and log lines; returns Describe."""
+ACCESS_DENIED = ("AccessDenied", "AccessDeniedException")
+ROLE_PROPAGATION_S = 60.0  # a new role's permissions can take this long to reach SageMaker
+
+
+def follow(
+    sm_client, logs_client, name: str, poll_seconds: float, progress, sleep=time.sleep,
+    warn=None, access_wait_s: float = ROLE_PROPAGATION_S,
+):  # fmt: skip
+    """Poll until the job ends, reporting status changes and log lines; returns Describe.
+    AccessDenied before the first answer is retried for ``access_wait_s``; after the end,
+    the logs are read once more (CloudWatch lags the status)."""
     start = time.monotonic()
     seen_status = None
     seen_transitions = 0
-    logs = _Logs(logs_client, name)
+    logs = _Logs(logs_client, name, warn or log.warning)
+    answered = False
     while True:
-        desc = sm_client.describe_training_job(TrainingJobName=name)
+        try:
+            desc = sm_client.describe_training_job(TrainingJobName=name)
+        except Exception as exc:
+            waited = time.monotonic() - start
+            if answered or _code(exc) not in ACCESS_DENIED or waited >= access_wait_s:
+                raise
+            progress(
+                f"[{waited:6.0f}s] DescribeTrainingJob: access denied, retrying (role propagation)"
+            )
+            sleep(max(poll_seconds, 1.0))
+            continue
+        answered = True
         elapsed = time.monotonic() - start
         status = (desc["TrainingJobStatus"], desc.get("SecondaryStatus"))
         if status != seen_status:
@@ -305,6 +372,9 @@ def follow(sm_client, logs_client, name: str, poll_seconds: float, progress, sle
         for line in logs.poll():
             progress(line)
         if desc["TrainingJobStatus"] in TERMINAL:
+            sleep(min(poll_seconds, 5.0))
+            for line in logs.poll():  # the last lines, logged as the job ended
+                progress(line)
             return desc
         sleep(poll_seconds)
 
@@ -351,11 +421,50 @@ def train_sagemaker(
         progress(f"stopping {name} (Ctrl-C; pass --detach to leave it running)")
         sm_client.stop_training_job(TrainingJobName=name)
         raise
+    return _finish(name, desc, store, layout)
+
+
+def _finish(name: str, desc: dict, store: Store, layout: RunLayout | None) -> dict:
+    """The result JSON by the run (when there is one), and an error for a job that did not
+    complete: the same for ``train`` and ``attach``."""
     result = result_of(desc)
-    store.put_json(layout.result(f"{name}.json"), result)
+    if layout is not None:
+        store.put_json(layout.result(f"{name}.json"), result)
     if result["status"] != "Completed":
         raise TrainingError(
             f"training job {name} {result['status']}: "
             f"{result['failure_reason'] or 'no reason given'}"
         )
     return result
+
+
+def attach(
+    config, name: str, run_uri: str | None, store: Store, progress=print,
+    sm_client=None, logs_client=None, sleep=time.sleep,
+) -> dict:  # fmt: skip
+    """Follow an existing job (one started with --no-wait, or by a driver that died) to its
+    end, and record its result by the run as ``train`` does. Ctrl-C only stops following."""
+    if sm_client is None:
+        sm_client, logs_client = clients(config)
+    desc = follow(
+        sm_client, logs_client, name, config.training.sagemaker.poll_seconds, progress, sleep
+    )
+    return _finish(name, desc, store, RunLayout.at(run_uri) if run_uri else None)
+
+
+def print_logs(config, name: str, progress=print, logs_client=None) -> int:
+    """Every log line the job has written so far; the number of lines."""
+    if logs_client is None:
+        _, logs_client = clients(config)
+    lines = _Logs(logs_client, name, log.warning).poll()
+    for line in lines:
+        progress(line)
+    return len(lines)
+
+
+def stop(config, name: str, sm_client=None) -> str:
+    """Ask SageMaker to stop the job; its status after the request."""
+    if sm_client is None:
+        sm_client, _ = clients(config)
+    sm_client.stop_training_job(TrainingJobName=name)
+    return sm_client.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
