@@ -34,15 +34,17 @@ def client(
     return session(region).client(service, endpoint_url=endpoint_url, config=cfg)
 
 
-def s3_client(settings):
-    """The S3 client of the job (driver and tasks alike) for ``S3Settings``."""
+def s3_client(settings, max_attempts: int | None = None, **config):
+    """The S3 client of the job (driver and tasks alike) for ``S3Settings``; a quick check
+    passes fewer attempts and shorter timeouts."""
     return client(
         "s3",
         settings.region,
         settings.endpoint_url,
         settings.retry_mode,
-        settings.max_attempts,
+        max_attempts or settings.max_attempts,
         s3={"addressing_style": "path"} if settings.endpoint_url else {},
+        **config,
     )
 
 

@@ -42,6 +42,8 @@ class Progress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        for key in ("spark.jobGroup.id", "spark.job.description"):  # later jobs are not ours
+            self.sc.setLocalProperty(key, None)
         if self._tty and self.lines:
             self.stream.write("\n")
             self.stream.flush()

@@ -158,7 +158,8 @@ def preflight(config) -> None:
             "convert to s3:// or use training.backend: local"
         )
     region = sm.region or config.s3.region or aws.default_region()
-    where = aws.bucket_region(aws.s3_client(config.s3), root.bucket)
+    quick = aws.s3_client(config.s3, max_attempts=2, connect_timeout=5, read_timeout=10)
+    where = aws.bucket_region(quick, root.bucket)  # None when it cannot be told: no error
     if where and region and where != region:
         raise TrainingError(
             f"the output bucket {root.bucket} is in {where}, but training would run in "
