@@ -43,9 +43,9 @@ test: setup
 	$(PY) -m ruff check jobs tests bench
 	$(PY) -m pytest -q
 
-# The pure tier: no Spark session, no moto server (seconds, not minutes).
+# The pure tier: no Spark session, no moto server, no process races (seconds, not minutes).
 test-fast: setup
-	$(PY) -m pytest -q -m "not spark and not aws"
+	$(PY) -m pytest -q -m "not spark and not aws and not processes"
 
 # sample data (scikit-learn's digits) → Spark conversion → local trainer → summary table
 run: setup

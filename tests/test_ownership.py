@@ -167,6 +167,7 @@ def _assert_one_winner(outcomes, uri):
             assert message.startswith(f"{uri} is being written by run {won[0][1]} (pid ")
 
 
+@pytest.mark.processes
 def test_processes_racing_for_a_local_lease_get_exactly_one_winner(tmp_path):
     for round_ in range(15):
         uri = str(tmp_path / f"out{round_}")
