@@ -289,6 +289,8 @@ def check(config: JobConfig) -> None:
         raise ConfigError("spark.progress_s must not be negative (0 turns progress lines off)")
     if config.output.seed < 0:
         raise ConfigError("output.seed must not be negative")
+    if config.s3.parts_in_flight < 1:
+        raise ConfigError("s3.parts_in_flight must be at least 1 (1: one part at a time)")
     if config.s3.part_size_mb < 5:
         raise ConfigError("s3.part_size_mb must be at least 5 (S3's minimum part size)")
     if config.s3.kms_key_id and config.s3.sse != "aws:kms":

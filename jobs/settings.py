@@ -26,6 +26,7 @@ class S3Settings:
     retry_mode: str = "standard"
     max_attempts: int = 10  # in total, the first attempt included (as the AWS CLI counts)
     part_size_mb: int = 64
+    parts_in_flight: int = 4  # parts of one shard uploading at once, while the task encodes
     sse: str | None = None  # AES256 | aws:kms
     kms_key_id: str | None = None
     expected_bucket_owner: str | None = None

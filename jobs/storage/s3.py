@@ -5,6 +5,8 @@ lease. Every call carries the configured encryption and expected-bucket-owner ar
 from __future__ import annotations
 
 import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..aws import s3_client
 from ..errors import StorageError
@@ -23,8 +25,10 @@ def _code(exc) -> str:
 
 
 class S3ShardWriter(ShardWriter):
-    """One part buffered at a time; the upload is created with the first full part and
-    aborted on any failure, so a failed shard never becomes an object."""
+    """Parts go up on up to ``parts_in_flight`` threads while the task keeps encoding, and are
+    completed in part order; the memory this costs is (parts_in_flight + 1) × the part size.
+    The upload is created with the first full part and aborted on any failure (a failed part
+    stops the shard at the next write), so a failed shard never becomes an object."""
 
     def __init__(self, dest: Location, settings, client=None):
         super().__init__(dest)
@@ -34,29 +38,62 @@ class S3ShardWriter(ShardWriter):
         self._buffer = bytearray()
         self._upload_id = None
         self._parts: list[dict] = []
+        self._next = 1
+        self._in_flight = max(1, settings.parts_in_flight)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Future] = deque()
 
     def _write(self, data) -> None:
         self._buffer += data
         while len(self._buffer) >= self._part_bytes:
-            self._upload_part(memoryview(self._buffer)[: self._part_bytes])
+            body = bytes(memoryview(self._buffer)[: self._part_bytes])
             del self._buffer[: self._part_bytes]
+            self._submit(body)
 
-    def _upload_part(self, body) -> None:
-        c, d = self._client, self.dest
+    def _submit(self, body: bytes) -> None:
+        for future in self._pending:  # fail fast: a part that failed ends the shard now
+            if future.done() and future.exception() is not None:
+                raise future.exception()
         if self._upload_id is None:
-            up = c.create_multipart_upload(Bucket=d.bucket, Key=d.key, **self.settings.put_args())
+            d = self.dest
+            up = self._client.create_multipart_upload(
+                Bucket=d.bucket, Key=d.key, **self.settings.put_args()
+            )
             self._upload_id = up["UploadId"]
             log.debug("multipart upload %s started for %s", self._upload_id, d.uri)
-        number = len(self._parts) + 1
-        resp = c.upload_part(
+        number, self._next = self._next, self._next + 1
+        if self._in_flight == 1:
+            self._parts.append(self._put_part(number, body))
+            return
+        while len(self._pending) >= self._in_flight:  # bounded: wait for the oldest part
+            self._parts.append(self._pending.popleft().result())
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._in_flight, thread_name_prefix="s3-part")
+        self._pending.append(self._pool.submit(self._put_part, number, body))
+
+    def _put_part(self, number: int, body: bytes) -> dict:
+        d = self.dest
+        resp = self._client.upload_part(
             Bucket=d.bucket,
             Key=d.key,
             UploadId=self._upload_id,
             PartNumber=number,
-            Body=bytes(body),
+            Body=body,
             **self.settings.owner_args(),
         )
-        self._parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+        return {"PartNumber": number, "ETag": resp["ETag"]}
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._parts.append(self._pending.popleft().result())
+
+    def _stop_pool(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # parts still sending finish (or fail) first
+            self._pool = None
+        self._pending.clear()
 
     def _publish(self) -> None:
         d = self.dest
@@ -65,8 +102,10 @@ class S3ShardWriter(ShardWriter):
                 Bucket=d.bucket, Key=d.key, Body=bytes(self._buffer), **self.settings.put_args()
             )
             return
+        self._drain()
         if self._buffer:
-            self._upload_part(self._buffer)
+            self._parts.append(self._put_part(self._next, bytes(self._buffer)))
+        self._stop_pool()
         self._client.complete_multipart_upload(
             Bucket=d.bucket,
             Key=d.key,
@@ -76,6 +115,7 @@ class S3ShardWriter(ShardWriter):
         )
 
     def _discard(self) -> None:
+        self._stop_pool()  # no part may land after the abort
         if self._upload_id is None:
             return
         try:
