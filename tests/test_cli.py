@@ -118,6 +118,23 @@ def test_help_explains_each_command():
     assert "--set KEY.PATH=VALUE" in jobs("convert", "--help").stdout
 
 
+def _sagemaker_job(command, tmp_path, bucket, moto_server, *settings):
+    """``command`` as a process: sample data in, an S3 output, SageMaker training to us-east-1."""
+    if not (tmp_path / "d").exists():
+        data = jobs("sample", "--out", str(tmp_path / "d"))
+        assert data.returncode == 0, data.stderr
+    sets = [
+        f"input.paths.train={tmp_path / 'd' / 'train'}",
+        f"output.path=s3://{bucket}/run",
+        f"s3.endpoint_url={moto_server}",
+        "training.backend=sagemaker",
+        "training.sagemaker.region=us-east-1",
+        "training.sagemaker.role_arn=arn:aws:iam::123456789012:role/SageMakerRole",
+        *settings,
+    ]
+    return jobs(command, "--config", "conf/local.yaml", *[a for s in sets for a in ("--set", s)])
+
+
 @pytest.mark.aws
 @pytest.mark.parametrize(
     "setting, message",
@@ -156,22 +173,8 @@ def test_run_checks_the_training_section_before_any_work(
 ):
     """A bad training section fails `run` (and `convert`, `emr-step`) in one line before Spark
     starts: nothing under the output, no Spark, no SageMaker call."""
-    data = jobs("sample", "--out", str(tmp_path / "d"))
-    assert data.returncode == 0, data.stderr
-    env_sets = [
-        f"input.paths.train={tmp_path / 'd' / 'train'}",
-        f"output.path=s3://{bucket}/run",
-        f"s3.endpoint_url={moto_server}",
-        "training.backend=sagemaker",
-        "training.sagemaker.region=us-east-1",
-        "training.sagemaker.role_arn=arn:aws:iam::123456789012:role/SageMakerRole",
-        setting,
-    ]
     for command in ("run", "convert"):
-        args = [command, "--config", "conf/local.yaml"]
-        for s in env_sets:
-            args += ["--set", s]
-        result = jobs(*args)
+        result = _sagemaker_job(command, tmp_path, bucket, moto_server, setting)
         assert result.returncode == 2, result.stderr[-2000:]
         assert result.stderr.strip().startswith(message), result.stderr
         assert "\n" not in result.stderr.strip()
@@ -183,20 +186,7 @@ def test_run_checks_the_training_section_before_any_work(
 def test_a_bucket_in_another_region_than_training_fails_before_any_work(moto_server, s3, tmp_path):
     bucket = f"eu-{tmp_path.name[-8:].lower().replace('_', '-')}"
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-    data = jobs("sample", "--out", str(tmp_path / "d"))
-    assert data.returncode == 0, data.stderr
-    sets = [
-        f"input.paths.train={tmp_path / 'd' / 'train'}",
-        f"output.path=s3://{bucket}/run",
-        f"s3.endpoint_url={moto_server}",
-        "training.backend=sagemaker",
-        "training.sagemaker.region=us-east-1",
-        "training.sagemaker.role_arn=arn:aws:iam::123456789012:role/SageMakerRole",
-    ]
-    args = ["run", "--config", "conf/local.yaml"]
-    for s in sets:
-        args += ["--set", s]
-    result = jobs(*args)
+    result = _sagemaker_job("run", tmp_path, bucket, moto_server)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip() == (
         f"error: the output bucket {bucket} is in eu-west-1, but training would run in "

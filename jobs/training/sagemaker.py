@@ -75,6 +75,11 @@ def image_uri(region: str | None, override: str | None = None) -> str:
     return f"{account}.dkr.ecr.{region}.{suffix}/linear-learner:1"
 
 
+def training_region(config) -> str | None:
+    """training.sagemaker.region, else s3.region, else the default chain (env, profile)."""
+    return config.training.sagemaker.region or config.s3.region or aws.default_region()
+
+
 def job_name(prefix: str, now: datetime | None = None) -> str:
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S-%f")[:-3]
     name = f"{prefix}-{stamp}" if prefix else stamp
@@ -157,7 +162,7 @@ def preflight(config) -> None:
             f"output.path {config.output.path} is not on S3, and SageMaker reads S3 only: "
             "convert to s3:// or use training.backend: local"
         )
-    region = sm.region or config.s3.region or aws.default_region()
+    region = training_region(config)
     quick = aws.s3_client(config.s3, max_attempts=2, connect_timeout=5, read_timeout=10)
     where = aws.bucket_region(quick, root.bucket)  # None when it cannot be told: no error
     if where and region and where != region:
@@ -217,7 +222,7 @@ def _request(config, run_uri: str, name: str) -> dict:
             f"training.sagemaker.role_arn {sm.role_arn!r} is not an IAM role ARN "
             "(arn:aws:iam::<12-digit account>:role/<name>)"
         )
-    region = sm.region or config.s3.region or aws.default_region()
+    region = training_region(config)
     output = sm.output_path or layout.root.join("training", "sagemaker").uri
     if not output.startswith("s3://"):
         raise TrainingError(f"training.sagemaker.output_path {output!r} must be an s3:// URI")
@@ -273,7 +278,7 @@ def clients(config):
             "no AWS credentials found (environment, profile or instance role); "
             "SageMaker training needs them"
         )
-    region = sm.region or config.s3.region or aws.default_region()
+    region = training_region(config)
     retry = ("adaptive", config.s3.max_attempts)  # throttling backs off client-side
     return (
         aws.client("sagemaker", region, sm.endpoint_url, *retry),
