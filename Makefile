@@ -7,12 +7,12 @@ STAMP := $(VENV)/.setup-stamp
 # sagemaker-pyspark pins pyspark==3.3.0; we run 3.5.x, so it is installed without its dependencies.
 SAGEMAKER_PYSPARK := sagemaker-pyspark==1.4.5
 
-.PHONY: setup java protobuf-jar test test-fast run bench lint clean lock package
+.PHONY: setup java protobuf-jar node-python test test-fast run bench lint clean lock package
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
-	@$(MAKE) --no-print-directory java protobuf-jar
+	@$(MAKE) --no-print-directory java protobuf-jar node-python
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "Python >= 3.10 is required (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -39,6 +39,14 @@ protobuf-jar:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libprotobuf-java; fi
 
+# The packaged artifact runs on a node's own /usr/bin/python3.11 (EMR 7.1+); the package test
+# plays that node with Debian's python3.11, a different build from the venv's interpreter.
+node-python:
+	@if [ -x /usr/bin/python3.11 ]; then echo "node python found (/usr/bin/python3.11)"; else \
+	  echo "installing Debian's python3.11 (the package test's node interpreter)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3.11; fi
+
 test: setup
 	$(PY) -m ruff check jobs tests bench
 	$(PY) -m pytest -q
@@ -52,20 +60,34 @@ run: setup
 	$(PY) -m jobs sample --out data/digits
 	$(PY) -m jobs run --config conf/local.yaml
 
-# What a cluster needs, in $(DIST): our wheel, a relocatable Python env with it and its runtime
-# deps (not pyspark: the cluster's Spark provides it), the spark-submit entry script, the config.
-# The wheel is built from a copy of the sources, so nothing is written into the checkout.
+# What a cluster needs, in $(DIST): jobs.pex — our wheel and every runtime dependency of both
+# read paths (pandas included) and of the local trainer, at constraints.txt's versions, as
+# manylinux_2_28 wheels for CPython 3.11 on x86_64 and aarch64 (glibc 2.28 <= Amazon Linux
+# 2023's 2.34). No interpreter inside: the nodes' /usr/bin/python3.11 (EMR 7.1+) runs it, and
+# the cluster's Spark provides pyspark (PYTHONPATH, inherited). The target is pinned here, not
+# taken from the builder's Python. Then the spark-submit entry script, the configs, and the
+# runtime pins the bootstrap-action route installs.
 DIST ?= dist
-RUNTIME_DEPS := numpy pyarrow boto3 pyyaml sqlglot regex
+# name==version of every distribution inside the PEX (for the bootstrap-action route)
+define PEX_PINS
+import json, sys, zipfile
+info = json.loads(zipfile.ZipFile(sys.argv[1]).read("PEX-INFO"))
+pins = {"==".join(w.split("-")[:2]) for w in info["distributions"]}
+print("\n".join(sorted(p for p in pins if not p.startswith("jobs=="))))
+endef
+export PEX_PINS
+PEX_PYTHON := 3.11.2
+PEX_PLATFORMS := manylinux_2_28_x86_64-cp-$(PEX_PYTHON)-cp311 manylinux_2_28_aarch64-cp-$(PEX_PYTHON)-cp311
+RUNTIME_DEPS := numpy pyarrow pandas boto3 pyyaml sqlglot regex scikit-learn
 package: setup
 	rm -rf $(DIST) && mkdir -p $(DIST)
 	src=$$(mktemp -d) && cp -r jobs pyproject.toml README.md $$src/ && \
 	  $(PY) -m pip wheel --quiet --no-deps -w $(DIST) $$src && rm -rf $$src
-	$(PYTHON) -m venv $(DIST)/.env-build
-	$(DIST)/.env-build/bin/pip install --quiet -c constraints.txt $(RUNTIME_DEPS)
-	$(DIST)/.env-build/bin/pip install --quiet --no-deps $(DIST)/jobs-*.whl
-	$(VENV)/bin/venv-pack --quiet -p $(DIST)/.env-build -o $(DIST)/env.tar.gz
-	rm -rf $(DIST)/.env-build
+	$(VENV)/bin/pex $(DIST)/jobs-*.whl $(RUNTIME_DEPS) --constraints constraints.txt \
+	  --exclude pyspark --exclude py4j $(foreach p,$(PEX_PLATFORMS),--platform $(p)) \
+	  --python-shebang /usr/bin/python3.11 --inherit-path=fallback --no-emit-warnings \
+	  --output-file $(DIST)/jobs.pex
+	$(PY) -c "$$PEX_PINS" $(DIST)/jobs.pex > $(DIST)/runtime-constraints.txt
 	cp jobs/entry.py $(DIST)/main.py
 	cp conf/emr.yaml conf/emr-bootstrap.sh $(DIST)/
 	@ls -la $(DIST)

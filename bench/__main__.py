@@ -2,12 +2,13 @@
 
 import argparse
 
-from bench import codec_bench, e2e_bench, layout_bench
+from bench import codec_bench, e2e_bench, layout_bench, s3_bench
 
 SUITES = {
     "codec": codec_bench.run,
     "e2e": lambda: list(e2e_bench.run().items()),
     "layout": layout_bench.run,
+    "s3": s3_bench.run,
 }
 
 

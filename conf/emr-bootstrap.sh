@@ -1,17 +1,20 @@
 #!/bin/bash
-# Alternative to the venv-pack archive: an EMR bootstrap action that installs our wheel into the
-# nodes' Python 3.11 (EMR 7). Upload the wheel from dist/ next to this script, then create the
-# cluster with:
-#   --bootstrap-actions Path=s3://my-bucket/artifacts/emr-bootstrap.sh,Args=[s3://my-bucket/artifacts/jobs-0.1.0-py3-none-any.whl]
-# and submit with PYSPARK_PYTHON=python3.11 (no --archives):
+# Alternative to dist/jobs.pex: an EMR bootstrap action (EMR 7.1+) that installs our wheel and
+# the exact runtime versions the PEX carries (dist/runtime-constraints.txt: numpy, pyarrow,
+# pandas, boto3, ...) into the nodes' /usr/bin/python3.11. The nodes must reach a package index
+# (PyPI, or a mirror set in /etc/pip.conf). Upload the wheel and the constraints from dist/ next
+# to this script, then create the cluster with:
+#   --bootstrap-actions Path=s3://my-bucket/artifacts/emr-bootstrap.sh,Args=[s3://my-bucket/artifacts/jobs-0.1.0-py3-none-any.whl,s3://my-bucket/artifacts/runtime-constraints.txt]
+# and submit with the nodes' Python (no --files jobs.pex):
 #   spark-submit --deploy-mode cluster \
-#     --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=python3.11 \
-#     --conf spark.executorEnv.PYSPARK_PYTHON=python3.11 \
-#     --files s3://my-bucket/artifacts/emr.yaml s3://my-bucket/artifacts/main.py run --config emr.yaml
+#     --conf spark.pyspark.python=/usr/bin/python3.11 \
+#     --files s3://my-bucket/artifacts/job.yaml s3://my-bucket/artifacts/main.py run --config job.yaml
 set -euo pipefail
-WHEEL_URI="${1:?usage: emr-bootstrap.sh s3://.../jobs-<version>-py3-none-any.whl}"
-sudo dnf install -y python3.11 python3.11-pip >/dev/null
+WHEEL_URI="${1:?usage: emr-bootstrap.sh s3://.../jobs-<version>-py3-none-any.whl s3://.../runtime-constraints.txt}"
+PINS_URI="${2:?usage: emr-bootstrap.sh WHEEL_URI s3://.../runtime-constraints.txt}"
 aws s3 cp "$WHEEL_URI" /tmp/
-# pyspark comes from the cluster's Spark; install only our runtime dependencies with the wheel
-sudo python3.11 -m pip install --quiet numpy pyarrow boto3 pyyaml
-sudo python3.11 -m pip install --quiet --no-deps /tmp/"$(basename "$WHEEL_URI")"
+aws s3 cp "$PINS_URI" /tmp/runtime-constraints.txt
+# pyspark comes from the cluster's Spark; everything else at the versions `make test` ran with
+sudo /usr/bin/python3.11 -m ensurepip --upgrade >/dev/null 2>&1 || true
+sudo /usr/bin/python3.11 -m pip install --quiet -r /tmp/runtime-constraints.txt
+sudo /usr/bin/python3.11 -m pip install --quiet --no-deps /tmp/"$(basename "$WHEEL_URI")"

@@ -6,6 +6,8 @@ instance role) decides. Settings (endpoint, region, retries) are passed in, neve
 
 from __future__ import annotations
 
+import os
+import sys
 from urllib.parse import urlparse
 
 from .errors import StorageError
@@ -31,7 +33,28 @@ def client(
     from botocore.config import Config
 
     cfg = Config(retries={"mode": retry_mode, "total_max_attempts": max_attempts}, **config)
-    return session(region).client(service, endpoint_url=endpoint_url, config=cfg)
+    made = session(region).client(service, endpoint_url=endpoint_url, config=cfg)
+    record = os.environ.get(RECORD_CALLS)
+    if record:
+        made.meta.events.register("before-call", lambda model, **kw: _record(record, model))
+    return made
+
+
+# Set to a file's path, every process of the job (driver and tasks alike) appends each AWS call
+# it makes there as ``service:Operation``: what the IAM policies must allow (jobs/iam.py).
+RECORD_CALLS = "JOBS_RECORD_AWS_CALLS"
+
+
+def _record(path: str, model) -> None:
+    """Only calls the job's own code makes (a test's setup calls through the same client are
+    not the job's)."""
+    frame = sys._getframe(2)  # past this function and the hook that called it
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("jobs."):
+            with open(path, "a") as f:
+                f.write(f"{model.service_model.service_name}:{model.name}\n")
+            return
+        frame = frame.f_back
 
 
 def s3_client(settings, max_attempts: int | None = None, **config):

@@ -79,7 +79,10 @@ def _job_args(p: argparse.ArgumentParser, run: bool = False) -> None:
 def _emr_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-id", required=False, metavar="J-XXXX")
     p.add_argument("--dist", default="dist", help="where `make package` put the artifacts")
-    p.add_argument("--print", dest="print_only", action="store_true", help="print the step JSON")
+    p.add_argument(
+        "--print", dest="print_only", action="store_true",
+        help="upload the artifacts and print the step JSON (for a scheduler) instead of adding it",
+    )  # fmt: skip
     p.add_argument("--wait", action="store_true", help="follow the step to its end")
 
 
@@ -144,10 +147,22 @@ _PARSERS = [
     ),
     ("stop", "stop a SageMaker training job", "Ask SageMaker to stop JOB.", _job_args, True),
     (
+        "iam-policy",
+        "print least-privilege IAM policies for the config",
+        "Print, as JSON, the IAM policy documents the config needs: for whoever submits "
+        "(emr-step, attach, logs, stop), for the EMR instance profile the job runs as, and for "
+        "the SageMaker execution role (with its trust policy), scoped to the config's buckets "
+        "and prefixes, KMS key and role.",
+        lambda p: None,
+        True,
+    ),
+    (
         "emr-step",
         "upload dist/ artifacts and add a spark-submit step to an EMR cluster",
-        "Upload dist/env.tar.gz, dist/main.py and the config to emr.artifacts_uri, then add a "
-        "command-runner.jar spark-submit step. --print only shows the step JSON.",
+        "Upload dist/jobs.pex, dist/main.py and the resolved config (--set applied, {date}, "
+        "{time}, {run_id} in output paths filled in) to content-named keys under "
+        "emr.artifacts_uri, check the cluster's release (emr-7.1.0 or later 7.x), then add a "
+        "command-runner.jar spark-submit step. --print uploads and prints the step instead.",
         _emr_args,
         True,
     ),
@@ -376,6 +391,13 @@ def cmd_stop(args) -> int:
     return 0
 
 
+def cmd_iam_policy(args) -> int:
+    from .iam import policies
+
+    print(json.dumps(policies(_config(args)), indent=2))
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from .inspection import format_report, inspect
     from .storage import Store
@@ -395,13 +417,13 @@ def cmd_emr_step(args) -> int:
 
     config = _config(args)
     _check_training(config)
-    config_file = args.config or DEFAULT_CONFIG
     if args.print_only:
-        print(json.dumps([emr.step_definition(config, config_file)], indent=2))
+        recorded = emr.print_step(config, args.dist)
+        print(json.dumps(recorded), file=sys.stderr)
         return 0
     if not args.cluster_id:
         raise ConfigError("--cluster-id is required (or use --print)")
-    emr.submit(config, config_file, args.cluster_id, args.dist, args.wait)
+    emr.submit(config, args.cluster_id, args.dist, args.wait)
     return 0
 
 
@@ -414,6 +436,7 @@ COMMANDS = {
     "attach": cmd_attach,
     "logs": cmd_logs,
     "stop": cmd_stop,
+    "iam-policy": cmd_iam_policy,
     "emr-step": cmd_emr_step,
 }
 

@@ -285,6 +285,12 @@ def check(config: JobConfig) -> None:
         raise ConfigError("output.shards must be at least 1")
     if config.read.max_task_mb < 1 or config.read.open_cost_mb < 0:
         raise ConfigError("read.max_task_mb must be at least 1 and read.open_cost_mb not negative")
+    if config.read.read_ahead < 0:
+        raise ConfigError("read.read_ahead must not be negative (0: no reader thread)")
+    if config.read.ranges_in_flight < 1:
+        raise ConfigError("read.ranges_in_flight must be at least 1 (1: one GET at a time)")
+    if config.read.range_mb < 1:
+        raise ConfigError("read.range_mb must be at least 1")
     if config.spark.progress_s < 0:
         raise ConfigError("spark.progress_s must not be negative (0 turns progress lines off)")
     if config.output.seed < 0:

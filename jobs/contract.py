@@ -13,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import platform
+import statistics
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -67,6 +70,9 @@ class TaskReport:
     nnz: int
     cells: int
     label_changes: int = 0  # label changes between consecutive rows, in input order
+    bytes_out: int = 0  # shard bytes this task wrote
+    store_seconds: float = 0.0  # of ``seconds``, spent waiting on the shard store
+    python: str = ""  # the interpreter the task ran on: "<executable> <version>"
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,9 @@ class TaskFailure:
 Report = ShardReport | TaskReport | TaskFailure
 _REPORTS = {"shard": ShardReport, "task": TaskReport, "failure": TaskFailure}
 _NAMES = {cls: name for name, cls in _REPORTS.items()}
+
+
+THIS_PYTHON = f"{sys.executable} {platform.python_version()}"
 
 
 def report_to_json(report: Report) -> str:
@@ -138,6 +147,8 @@ class RunMetadata:
     label_changes: int | None = None  # between consecutive input rows (a sorted-label hint)
     task_seconds: float = 0.0
     peak_worker_rss_mb: float = 0.0
+    task_io: dict = field(default_factory=dict)  # each writing task's MB/s, and their spread
+    pythons: dict = field(default_factory=dict)  # {"driver": …, "tasks": [every one tasks ran]}
     inputs: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     seconds: float | None = None
@@ -227,10 +238,39 @@ def summarize_run(
         label_changes=sum(t.label_changes for t in tasks) if config.select.label else None,
         task_seconds=round(sum(t.seconds for t in tasks), 3),
         peak_worker_rss_mb=round(max((t.peak_rss_mb for t in tasks), default=0), 1),
+        task_io=_task_io(tasks),
+        pythons={"driver": THIS_PYTHON, "tasks": sorted({t.python for t in tasks if t.python})},
         inputs=inputs,
         config=config.to_dict(),
         code_version=version,
     )
+
+
+def _task_io(tasks: list[TaskReport]) -> dict:
+    """Achieved MB/s of each task that wrote shards (its shard bytes over its whole time), and
+    the share of that time it waited on the store: the figures that say whether a cluster's
+    tasks were held up by S3 or by their cores."""
+    writers = sorted(
+        (t for t in tasks if t.bytes_out), key=lambda t: (t.channel or "", t.partition)
+    )
+    per_task = [
+        {
+            "task": t.partition,
+            "channel": t.channel,
+            "seconds": round(t.seconds, 3),
+            "mb_out": round(t.bytes_out / 1e6, 3),
+            "mb_per_s": round(t.bytes_out / 1e6 / t.seconds, 1) if t.seconds > 0 else None,
+            "store_wait_s": round(t.store_seconds, 3),
+        }
+        for t in writers
+    ]
+    rates = sorted(r["mb_per_s"] for r in per_task if r["mb_per_s"] is not None)
+    if not rates:
+        return {}
+    return {
+        "mb_per_s": {"median": statistics.median(rates), "min": rates[0], "max": rates[-1]},
+        "tasks": per_task,
+    }
 
 
 def _channel_run(channel, shards: list[ShardReport], tasks, config: JobConfig) -> ChannelRun:

@@ -1,53 +1,140 @@
 """`python -m jobs emr-step`: upload the packaged artifacts and add a spark-submit step.
 
-The step runs `spark-submit --deploy-mode cluster --archives env.tar.gz#environment main.py
-<command> --config <config>` through command-runner.jar; `--print` shows it without calling AWS
-(for pasting into EventBridge Scheduler, Step Functions or Airflow).
+The step runs, through command-runner.jar::
+
+    spark-submit --deploy-mode cluster --files <jobs.pex>,<job.yaml>
+      --conf spark.pyspark.python=./jobs.pex ... <main.py> <command> --config job.yaml
+
+``jobs.pex`` (``make package``) carries our code and every runtime dependency for CPython 3.11
+on x86_64 and aarch64; the nodes' own ``/usr/bin/python3.11`` (EMR 7.1 and later) runs it, and
+the cluster's Spark provides pyspark. Every artifact goes to a key named by its content
+(``<artifacts_uri>/<kind>/<sha256 prefix>/<name>``), so a pending or scheduled step never sees
+another submission's files. The config uploaded is the *resolved* one: ``--set`` overrides
+applied and ``{date}``, ``{time}`` and ``{run_id}`` in output paths filled in once, at
+submission. ``--print`` uploads the same artifacts and prints the step instead of adding it
+(for EventBridge Scheduler, Step Functions or Airflow).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import re
 import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+
+import yaml
 
 from . import aws
 from .errors import ConfigError, JobError
 from .storage import Location, Store
 
-ENV = "env.tar.gz"
+PEX = "jobs.pex"
 ENTRY = "main.py"
+CONFIG = "job.yaml"
 STEP_DONE = ("COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED")
+MIN_RELEASE = (7, 1, 0)  # the first EMR release with /usr/bin/python3.11 on its nodes
+TEMPLATE = re.compile(r"\{(date|time|run_id)\}")
 
 
-def _artifacts(config, config_file: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class Submission:
+    """One submission's resolved config and the content-addressed place of each artifact."""
+
+    id: str
+    config: object  # the resolved JobConfig
+    config_text: str
+    files: dict[str, tuple[str, bytes | Path]]  # kind → (s3 uri, content or file)
+
+    def uri(self, kind: str) -> str:
+        return self.files[kind][0]
+
+
+def _digest(content: bytes | Path) -> str:
+    h = hashlib.sha256()
+    if isinstance(content, Path):
+        with content.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    else:
+        h.update(content)
+    return h.hexdigest()[:20]
+
+
+def resolve_templates(config, now: datetime, run_id: str):
+    """output.path and training.sagemaker.output_path with ``{date}`` (YYYY-MM-DD, UTC), ``{time}``
+    (HHMMSS) and ``{run_id}`` filled in; any other ``{...}`` is an error."""
+    values = {"date": now.strftime("%Y-%m-%d"), "time": now.strftime("%H%M%S"), "run_id": run_id}
+
+    def fill(name: str, text: str | None) -> str | None:
+        if text is None:
+            return None
+        out = TEMPLATE.sub(lambda m: values[m.group(1)], text)
+        left = re.search(r"\{[^}]*\}", out)
+        if left:
+            raise ConfigError(
+                f"{name} {text!r}: unknown template {left.group(0)}; use {{date}}, {{time}} "
+                "or {run_id}"
+            )
+        return out
+
+    output = dataclasses.replace(config.output, path=fill("output.path", config.output.path))
+    sm = config.training.sagemaker
+    sm = dataclasses.replace(sm, output_path=fill("training.sagemaker.output_path", sm.output_path))
+    training = dataclasses.replace(config.training, sagemaker=sm)
+    return dataclasses.replace(config, output=output, training=training)
+
+
+def prepare(config, dist: str, now: datetime | None = None) -> Submission:
+    """Check what cannot work on a cluster, resolve the config, and name every artifact."""
     emr = config.emr
     if not emr.artifacts_uri or Location.parse(emr.artifacts_uri).scheme != "s3":
         raise ConfigError("emr.artifacts_uri must be an s3:// prefix for the packaged artifacts")
+    if emr.deploy_mode != "cluster":
+        raise ConfigError(
+            f"emr.deploy_mode {emr.deploy_mode!r}: only 'cluster' can work from the packaged "
+            "artifact (in client mode the driver runs on the primary node's own Python, where "
+            "the package is not installed)"
+        )
+    pex, entry = Path(dist) / PEX, Path(dist) / ENTRY
+    for path in (pex, entry):
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist (run `make package` first)")
+    now = now or datetime.now(timezone.utc)
+    sub_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+    resolved = resolve_templates(config, now, sub_id)
+    text = f"# resolved by `emr-step` for submission {sub_id}\n" + yaml.safe_dump(
+        resolved.to_dict(), sort_keys=False
+    )
     base = Location.parse(emr.artifacts_uri)
-    return {
-        "env": base.join(ENV).uri,
-        "entry": base.join(ENTRY).uri,
-        "config": base.join(Path(config_file).name).uri,
-    }
+    files = {}
+    for kind, name, content in (
+        ("pex", PEX, pex),
+        ("entry", ENTRY, entry.read_bytes()),
+        ("config", CONFIG, text.encode()),
+    ):
+        files[kind] = (base.join(f"{kind}/{_digest(content)}/{name}").uri, content)
+    return Submission(sub_id, resolved, text, files)
 
 
-def step_definition(config, config_file: str) -> dict:
+def step_definition(config, sub: Submission) -> dict:
     """The AddJobFlowSteps step: command-runner.jar running spark-submit on the artifacts."""
     emr = config.emr
-    art = _artifacts(config, config_file)
-    python = "./environment/bin/python"
     args = [
         "spark-submit",
-        "--deploy-mode", emr.deploy_mode,
-        "--archives", f"{art['env']}#environment",
-        "--conf", f"spark.yarn.appMasterEnv.PYSPARK_PYTHON={python}",
-        "--conf", f"spark.executorEnv.PYSPARK_PYTHON={python}",
+        "--deploy-mode", "cluster",
+        "--files", f"{sub.uri('pex')},{sub.uri('config')}",
+        "--conf", f"spark.pyspark.python=./{PEX}",
+        "--conf", "spark.yarn.appMasterEnv.PEX_ROOT=./.pex",  # unpacked in the container
+        "--conf", "spark.executorEnv.PEX_ROOT=./.pex",
         "--conf", "spark.yarn.maxAppAttempts=1",
-        "--files", art["config"],
         *emr.spark_submit_args,
-        art["entry"],
-        emr.command, "--config", Path(config_file).name,
+        sub.uri("entry"),
+        emr.command, "--config", CONFIG,
     ]  # fmt: skip
     return {
         "Name": emr.step_name,
@@ -56,16 +143,32 @@ def step_definition(config, config_file: str) -> dict:
     }
 
 
-def upload(config, config_file: str, dist: str, store: Store) -> dict[str, str]:
-    art = _artifacts(config, config_file)
-    sources = {"env": Path(dist) / ENV, "entry": Path(dist) / ENTRY, "config": Path(config_file)}
-    for what, path in sources.items():
-        if not path.is_file():
-            hint = " (run `make package` first)" if what != "config" else ""
-            raise ConfigError(f"{path} does not exist{hint}")
-    for what, path in sources.items():
-        store.put(Location.parse(art[what]), path.read_bytes())
-    return art
+def upload(sub: Submission, store: Store) -> None:
+    """Put each artifact at its content-named key; one already there (same name, so the same
+    bytes) is left as it is."""
+    for uri, content in sub.files.values():
+        loc = Location.parse(uri)
+        if store.exists(loc):
+            continue
+        store.put(loc, content.read_bytes() if isinstance(content, Path) else content)
+
+
+def release(label: str) -> tuple[int, int, int] | None:
+    m = re.fullmatch(r"emr-(\d+)\.(\d+)\.(\d+)", label or "")
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def check_release(client, cluster_id: str) -> str:
+    """Refuse a cluster whose nodes cannot run the artifact, before anything is uploaded."""
+    label = client.describe_cluster(ClusterId=cluster_id)["Cluster"].get("ReleaseLabel", "")
+    version = release(label)
+    if version is None or not (MIN_RELEASE <= version < (8, 0, 0)):
+        raise ConfigError(
+            f"cluster {cluster_id} runs {label or 'an unknown release'}: the packaged artifact "
+            "needs EMR 7.1.0 or a later 7.x release (Spark 3.5 with /usr/bin/python3.11 on every "
+            "node; emr-7.0.0 has only Python 3.9)"
+        )
+    return label
 
 
 def emr_client(config):
@@ -87,14 +190,37 @@ def wait_for_step(client, cluster_id: str, step_id: str, poll: float, progress, 
         sleep(poll)
 
 
-def submit(config, config_file: str, cluster_id: str, dist: str, wait: bool, progress=print):
-    """Upload the artifacts, add the step, and (``wait``) follow it; JobError if it fails."""
-    step = step_definition(config, config_file)
-    art = upload(config, config_file, dist, Store(config.s3))
+def describe(sub: Submission) -> dict:
+    """What a submission recorded: where its config, code and output are."""
+    return {
+        "submission": sub.id,
+        "config": sub.uri("config"),
+        "pex": sub.uri("pex"),
+        "entry": sub.uri("entry"),
+        "output_path": sub.config.output.path,
+    }
+
+
+def print_step(config, dist: str, progress=print) -> dict:
+    """Upload the artifacts and print the step JSON, for a scheduler to submit."""
+    sub = prepare(config, dist)
+    upload(sub, Store(config.s3))
+    step = step_definition(config, sub)
+    progress(json.dumps([step], indent=2))
+    return describe(sub)
+
+
+def submit(config, cluster_id: str, dist: str, wait: bool, progress=print):
+    """Check the cluster, upload the artifacts, add the step, and (``wait``) follow it;
+    JobError if it fails."""
     client = emr_client(config)
+    label = check_release(client, cluster_id)
+    sub = prepare(config, dist)
+    upload(sub, Store(config.s3))
+    step = step_definition(config, sub)
     step_id = client.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"][0]
-    progress(f"added step {step_id} to {cluster_id} (artifacts under {config.emr.artifacts_uri})")
-    progress(json.dumps({"step_id": step_id, **art}))
+    progress(f"added step {step_id} to {cluster_id} ({label}); output {sub.config.output.path}")
+    progress(json.dumps({"step_id": step_id, **describe(sub)}))
     if not wait:
         return
     final = wait_for_step(client, cluster_id, step_id, config.emr.poll_seconds, progress)

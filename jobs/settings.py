@@ -25,7 +25,7 @@ class S3Settings:
     region: str | None = None
     retry_mode: str = "standard"
     max_attempts: int = 10  # in total, the first attempt included (as the AWS CLI counts)
-    part_size_mb: int = 64
+    part_size_mb: int = 16
     parts_in_flight: int = 4  # parts of one shard uploading at once, while the task encodes
     sse: str | None = None  # AES256 | aws:kms
     kms_key_id: str | None = None
@@ -104,6 +104,9 @@ class OutputConfig:
 class ReadConfig:
     path: str = "auto"  # auto | direct | spark
     batch_rows: int = 8192
+    read_ahead: int = 2  # direct path: batches a reader thread keeps ready (0: read inline)
+    ranges_in_flight: int = 4  # direct path: ranged GETs of a file on the wire at once
+    range_mb: int = 8  # direct path: column chunks coalesced into GETs of up to this size
     # direct-path tasks, sized as Spark's file scan sizes them (spark.sql.files.*)
     max_task_mb: int = 128  # maxPartitionBytes: the most Parquet bytes one task reads
     open_cost_mb: int = 4  # openCostInBytes: what opening one more file counts as
@@ -167,7 +170,7 @@ class TrainingConfig:
 class EmrConfig:
     """Where `emr-step` puts the packaged artifacts and how it submits the step."""
 
-    artifacts_uri: str | None = None  # s3:// prefix for env.tar.gz, main.py and the config
+    artifacts_uri: str | None = None  # s3:// prefix for jobs.pex, main.py and resolved configs
     step_name: str = "sagemaker-shards"
     action_on_failure: str = "CONTINUE"  # CONTINUE | CANCEL_AND_WAIT | TERMINATE_CLUSTER
     command: str = "run"  # run | convert

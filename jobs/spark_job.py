@@ -398,6 +398,8 @@ class Conversion:
         if self.config.output.shuffle == "rows":
             return self._run_direct_shuffled(plan, tasks, schemas, columns)
         batch_rows = self.config.read.batch_rows
+        r = self.config.read
+        ahead = r.read_ahead, r.ranges_in_flight, r.range_mb
         plans = {c: dataclasses.replace(plan, channel=c) for c in {t[0] for t in tasks}}
 
         def run_task(index, items):
@@ -406,7 +408,7 @@ class Conversion:
                 more = f" (+{len(pieces) - 1} more)" if len(pieces) > 1 else ""
                 where = f"{pieces[0].uri}{more}"
                 batches = parquet.read_pieces(
-                    pieces, plan.s3, schemas[channel], columns, batch_rows
+                    pieces, plan.s3, schemas[channel], columns, batch_rows, *ahead
                 )
                 for report in write_partition(plans[channel], partition, batches, where):
                     yield report_to_json(report)
@@ -485,6 +487,8 @@ class Conversion:
 
     def _run_direct_shuffled(self, plan: TaskPlan, tasks, schemas, columns) -> list[Report]:
         batch_rows = self.config.read.batch_rows
+        r = self.config.read
+        ahead = r.read_ahead, r.ranges_in_flight, r.range_mb
         counts: dict = {}
         for channel, _, _ in tasks:
             counts[channel] = counts.get(channel, 0) + 1
@@ -499,7 +503,12 @@ class Conversion:
                         channel, _, pieces = tasks[i]
                         more = f" (+{len(pieces) - 1} more)" if len(pieces) > 1 else ""
                         batches = parquet.read_pieces(
-                            pieces, plan.s3, schemas[channel], columns, batch_rows
+                            pieces,
+                            plan.s3,
+                            schemas[channel],
+                            columns,
+                            batch_rows,
+                            *ahead,
                         )
                         yield from encode_partition(
                             plans[channel], i, batches, f"{pieces[0].uri}{more}"

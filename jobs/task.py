@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from . import codec
 from .contract import (
+    THIS_PYTHON,
     Report,
     ShardReport,
     TaskFailure,
@@ -34,7 +35,7 @@ from .expressions import Compiled, ExpressionError
 from .runinfo import RunLayout, shard_name
 from .selection import Rows, Selector, to_csr, to_dense
 from .settings import S3Settings
-from .storage import ShardWriter, open_shard
+from .storage import ShardWriter, open_shard, task_uploads
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +141,16 @@ def _take(batch: pa.RecordBatch, mask: np.ndarray | None) -> pa.RecordBatch:
 class _ChannelSink:
     """The shards of one channel in one task, rolled over at the size cap."""
 
-    def __init__(self, plan: TaskPlan, channel: str, partition: int):
+    def __init__(self, plan: TaskPlan, channel: str, partition: int, uploads=None):
         self.plan, self.channel, self.partition = plan, channel, partition
+        self.uploads = uploads
         self.layout = RunLayout.at(plan.out, plan.run_id)
         self.writer: ShardWriter | None = None
         self.roll = 0
         self.rows = 0
         self.labels: Counter = Counter()
         self.done: list[ShardReport] = []
+        self.bytes_out, self.store_seconds = 0, 0.0
 
     def write(self, rows: Rows) -> None:
         if len(rows):
@@ -162,7 +165,8 @@ class _ChannelSink:
         while row < n:
             if self.writer is None:
                 self.key = shard_name(self.partition, self.roll, p.run_id)
-                self.writer = open_shard(self.layout.shard(self.channel, self.key), p.s3)
+                dest = self.layout.shard(self.channel, self.key)
+                self.writer = open_shard(dest, p.s3, uploads=self.uploads)
             room = cap - self.writer.bytes if cap else None
             if room is None or len(view) - base <= room:
                 self.writer.write(view[base:])
@@ -192,6 +196,8 @@ class _ChannelSink:
         if w is None:
             return
         w.close()
+        self.bytes_out += w.bytes
+        self.store_seconds += w.wait_seconds
         self.done.append(
             ShardReport(
                 self.channel, self.key, self.partition, self.rows, w.bytes, w.sha256,
@@ -210,6 +216,38 @@ class _ChannelSink:
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
+
+
+class _Sinks(dict):
+    """A task's open shards, one per channel, and the S3 uploads they share (created with the
+    first S3 shard): closing them waits until every shard is complete."""
+
+    def __init__(self, plan: TaskPlan, partition: int):
+        super().__init__()
+        self.plan, self.partition = plan, partition
+        self.uploads = None
+        self.finish_seconds = 0.0
+
+    def sink(self, channel: str) -> _ChannelSink:
+        if channel not in self:
+            if self.uploads is None:
+                self.uploads = task_uploads(self.plan.out, self.plan.s3)
+            self[channel] = _ChannelSink(self.plan, channel, self.partition, self.uploads)
+        return self[channel]
+
+    def close(self) -> None:
+        for sink in self.values():
+            sink.close()
+        if self.uploads is not None:
+            t = time.perf_counter()
+            self.uploads.finish()
+            self.finish_seconds += time.perf_counter() - t
+
+    def abort(self) -> None:
+        for sink in self.values():
+            sink.abort()
+        if self.uploads is not None:
+            self.uploads.abort()
 
 
 def encode(plan: TaskPlan, rows: Rows) -> bytearray:
@@ -278,30 +316,38 @@ class _Selected:
         self.stats["label_changes"] += int(changes) + int(last is not None and labels[0] != last)
         self._last_label[channel] = labels[-1]
 
-    def report(self) -> TaskReport:
+    def report(self, sinks: _Sinks) -> TaskReport:
         return TaskReport(
             self.partition, self.plan.channel, self.where, time.perf_counter() - self.start,
-            self.peak, **self.stats,
+            self.peak, **self.stats, **_io(sinks), python=THIS_PYTHON,
         )  # fmt: skip
 
 
-def _guarded(where: str, sinks, body):
+def _io(sinks: _Sinks) -> dict:
+    waited = sum(s.store_seconds for s in sinks.values()) + sinks.finish_seconds
+    return {
+        "bytes_out": sum(s.bytes_out for s in sinks.values()),
+        "store_seconds": round(waited, 3),
+    }
+
+
+def _guarded(where: str, sinks: _Sinks | None, body):
     """Run ``body`` (yielding reports); a data error becomes a TaskFailure, anything else
-    aborts every open shard and is raised for Spark to retry."""
+    aborts every shard not yet complete and is raised for Spark to retry."""
     try:
         yield from body()
     except (InputError, CodecError) as exc:  # the data, not the attempt: a retry cannot help
-        for sink in sinks.values():
-            sink.abort()
+        if sinks is not None:
+            sinks.abort()
         text = str(exc) if isinstance(exc, InputError) else f"{where}: {exc}"
         yield _Failure(text)
     except Exception as exc:  # S3, network, disk: Spark retries the attempt
-        for sink in sinks.values():
-            sink.abort()
+        if sinks is not None:
+            sinks.abort()
         raise StorageError(f"{where}: {type(exc).__name__}: {exc}") from exc
     except BaseException:
-        for sink in sinks.values():
-            sink.abort()
+        if sinks is not None:
+            sinks.abort()
         raise
 
 
@@ -316,18 +362,15 @@ def write_partition(
     """Encode and write one partition; yields a ShardReport per shard, then a TaskReport (or
     a TaskFailure for a data error)."""
     selected = _Selected(plan, partition, batches, where)
-    sinks: dict[str, _ChannelSink] = {}
+    sinks = _Sinks(plan, partition)
 
     def body():
         for channel, rows in selected:
-            if channel not in sinks:
-                sinks[channel] = _ChannelSink(plan, channel, partition)
-            sinks[channel].write(rows)
-        for sink in sinks.values():
-            sink.close()
+            sinks.sink(channel).write(rows)
+        sinks.close()
         for sink in sinks.values():
             yield from sink.done
-        yield selected.report()
+        yield selected.report(sinks)
 
     for out in _guarded(where, sinks, body):
         if isinstance(out, _Failure):
@@ -353,9 +396,9 @@ def encode_partition(
             pkey, key = shuffle.route(channel, task, done[channel], n)
             done[channel] += n
             yield from _shuffle_batches(data, ends, pkey, key, rows.labels)
-        yield selected.report()
+        yield selected.report(_Sinks(plan, task))
 
-    for out in _guarded(where, {}, body):
+    for out in _guarded(where, None, body):
         if isinstance(out, pa.RecordBatch):
             yield out
             continue
@@ -414,7 +457,7 @@ def write_shuffled(
     """The reduce side: records in their shuffled order into this reducer's shards (one
     channel per reducer); the map tasks' reports pass through as JSON text."""
     where = f"shuffle partition {reducer}"
-    start, sinks = time.perf_counter(), {}
+    start, sinks = time.perf_counter(), _Sinks(plan, reducer)
     expected = plan.shuffle.pkeys[reducer]
     channel = plan.shuffle.channel_of(reducer)
 
@@ -440,19 +483,15 @@ def write_shuffled(
             data = memoryview(records.buffers()[2])[offsets[0] : offsets[-1]]
             labels = batch.column("label")
             labels = None if labels.null_count else labels.to_numpy(zero_copy_only=False)
-            if channel not in sinks:
-                sinks[channel] = _ChannelSink(plan, channel, reducer)
-            sink = sinks[channel]
-            sink.write_encoded(
+            sinks.sink(channel).write_encoded(
                 data, labels, len(batch), (offsets[1:] - offsets[0]).astype(np.int64)
             )
-        for sink in sinks.values():
-            sink.close()
+        sinks.close()
         for sink in sinks.values():
             yield from sink.done
         yield TaskReport(
             reducer, None, where, time.perf_counter() - start, _rss_mb(),
-            rows_in=0, dropped=0, fixed=0, nnz=0, cells=0,
+            rows_in=0, dropped=0, fixed=0, nnz=0, cells=0, **_io(sinks), python=THIS_PYTHON,
         )  # fmt: skip
 
     for out in _guarded(where, sinks, body):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -34,6 +35,12 @@ os.environ.update(
         "AWS_EC2_METADATA_DISABLED": "true",
     }
 )
+
+
+# Every AWS call the job's code makes, from any process of the run (tasks included), is
+# appended here; the IAM test (marked ``last``) checks the policies grant each one.
+AWS_CALLS = Path(tempfile.mkdtemp(prefix="jobs-aws-calls-")) / "calls.txt"
+os.environ["JOBS_RECORD_AWS_CALLS"] = str(AWS_CALLS)
 
 
 @pytest.fixture(scope="session")
@@ -128,6 +135,7 @@ def pytest_collection_modifyitems(config, items):
     """Markers that say what a test needs, checked: a test that uses the Spark session is
     marked ``spark`` and one that uses the moto server ``aws``, so ``make test-fast``
     (neither) never starts either."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)  # stable
     wrong = []
     for item in items:
         marks = {m.name for m in item.iter_markers()}
@@ -138,3 +146,9 @@ def pytest_collection_modifyitems(config, items):
             wrong.append(f"{item.nodeid} uses {sorted(needs - marks)} but is not marked so")
     if wrong:
         raise pytest.UsageError("tests with missing markers:\n" + "\n".join(wrong))
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    shutil.rmtree(AWS_CALLS.parent, ignore_errors=True)

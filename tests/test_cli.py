@@ -113,6 +113,7 @@ def test_help_explains_each_command():
         "logs",
         "stop",
         "emr-step",
+        "iam-policy",
     }
     assert all(len(text) > 20 for text in listed.values())  # each with a sentence
     assert "--set KEY.PATH=VALUE" in jobs("convert", "--help").stdout

@@ -2,82 +2,158 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import subprocess
-import sys
 from datetime import datetime, timezone
 
 import boto3
 import pytest
+import yaml
 from botocore.stub import Stubber
 from conftest import REPO
 
 from jobs.cli import main
+from jobs.config import load_config
 from jobs.emr import wait_for_step
 
 CONF = str(REPO / "conf" / "emr.yaml")
 
 
-def test_print_shows_the_step_without_calling_aws():
-    out = subprocess.run(
-        [sys.executable, "-m", "jobs", "emr-step", "--config", CONF, "--print"],
-        capture_output=True, text=True, cwd=REPO, env={"PATH": "/usr/bin:/bin"}, timeout=120,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    (step,) = json.loads(out.stdout)
-    args = step["HadoopJarStep"]["Args"]
-    assert step["HadoopJarStep"]["Jar"] == "command-runner.jar"
-    base = "s3://my-bucket/artifacts/sagemaker-shards"
-    assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
-    assert args[args.index("--archives") + 1] == f"{base}/env.tar.gz#environment"
-    assert "spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python" in args
-    assert args[args.index("--files") + 1] == f"{base}/emr.yaml"
-    assert args[-4:] == [f"{base}/main.py", "run", "--config", "emr.yaml"]
+def _dist(tmp_path, pex=b"pex bytes"):
+    dist = tmp_path / "dist"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "jobs.pex").write_bytes(pex)
+    (dist / "main.py").write_text("print('entry')\n")
+    return dist
 
 
-@pytest.mark.aws
-def test_step_is_added_to_a_cluster_with_its_arguments(moto_server, bucket, tmp_path, capsys):
+def _cluster(moto_server, release="emr-7.5.0"):
     emr = boto3.client("emr", endpoint_url=moto_server, region_name="us-east-1")
-    cluster = emr.run_job_flow(
-        Name="c", ReleaseLabel="emr-7.5.0", Instances={"MasterInstanceType": "m5.xlarge",
+    return emr, emr.run_job_flow(
+        Name="c", ReleaseLabel=release, Instances={"MasterInstanceType": "m5.xlarge",
         "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True}, JobFlowRole="EMR_EC2_DefaultRole",
         ServiceRole="EMR_DefaultRole",
     )["JobFlowId"]  # fmt: skip
-    dist = tmp_path / "dist"
-    dist.mkdir()
-    (dist / "env.tar.gz").write_bytes(b"env")
-    (dist / "main.py").write_text("print('entry')\n")
+
+
+def _sets(moto_server, bucket, *more):
     sets = [
         f"emr.artifacts_uri=s3://{bucket}/artifacts",
         f"emr.endpoint_url={moto_server}",
         f"s3.endpoint_url={moto_server}",
         "s3.sse=AES256",
         "s3.kms_key_id=",
+        *more,
     ]
-    argv = ["emr-step", "--cluster-id", cluster, "--config", CONF, "--dist", str(dist)]
-    for s in sets:
-        argv += ["--set", s]
+    return [a for s in sets for a in ("--set", s)]
+
+
+def _object(s3, uri):
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+@pytest.mark.aws
+def test_print_uploads_the_resolved_config_it_references(moto_server, bucket, tmp_path, capsys):
+    """--print as a scheduler uses it: --set overrides and the output template are in the
+    config the step references; every artifact sits at a key named by its content."""
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    dist = _dist(tmp_path)
+    out = f"s3://{bucket}/shards/{{date}}/{{run_id}}"
+    argv = ["emr-step", "--print", "--config", CONF, "--dist", str(dist)]
+    argv += _sets(moto_server, bucket, f"output.path={out}", "output.max_shard_mb=77")
     assert main(argv) == 0
+    captured = capsys.readouterr()
+    (step,) = json.loads(captured.out)
+    recorded = json.loads(captured.err.strip().splitlines()[-1])
+    args = step["HadoopJarStep"]["Args"]
+    assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
+    pex_uri, config_uri = args[args.index("--files") + 1].split(",")
+    assert "spark.pyspark.python=./jobs.pex" in args
+    assert args[-4:] == [recorded["entry"], "run", "--config", "job.yaml"]
+    assert (pex_uri, config_uri) == (recorded["pex"], recorded["config"])
+    uploaded = yaml.safe_load(_object(s3, config_uri))
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    resolved = f"s3://{bucket}/shards/{today}/{recorded['submission']}"
+    assert uploaded["output"]["path"] == recorded["output_path"] == resolved
+    assert uploaded["output"]["max_shard_mb"] == 77
+    # the uploaded file is a config the job reads back to the same settings
+    (tmp_path / "job.yaml").write_bytes(_object(s3, config_uri))
+    again = load_config(tmp_path / "job.yaml")
+    assert again.to_dict() == uploaded
+    for uri in (pex_uri, config_uri, recorded["entry"]):
+        digest = uri.rsplit("/", 2)[1]
+        assert hashlib.sha256(_object(s3, uri)).hexdigest().startswith(digest)
+    assert _object(s3, pex_uri) == b"pex bytes"
+
+
+@pytest.mark.aws
+def test_two_submissions_never_share_a_key_for_different_content(
+    moto_server, bucket, tmp_path, capsys
+):
+    emr, cluster = _cluster(moto_server)
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    seen: dict[str, bytes] = {}
+    for i, pex in enumerate([b"pex one", b"pex one", b"pex two"]):
+        dist = _dist(tmp_path / str(i), pex)
+        argv = ["emr-step", "--cluster-id", cluster, "--config", CONF, "--dist", str(dist)]
+        argv += _sets(moto_server, bucket, f"output.path=s3://{bucket}/out/{{run_id}}")
+        assert main(argv) == 0
+        recorded = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        for kind in ("pex", "entry", "config"):
+            body = _object(s3, recorded[kind])
+            assert seen.setdefault(recorded[kind], body) == body
+    steps = emr.list_steps(ClusterId=cluster)["Steps"]
+    configs = [s["Config"]["Args"][s["Config"]["Args"].index("--files") + 1] for s in steps]
+    assert len(set(configs)) == 3  # each run's own output path: three configs, three keys
+    pexes = {c.split(",")[0] for c in configs}
+    assert len(pexes) == 2  # same bytes, same key; new bytes, new key
+
+
+@pytest.mark.aws
+def test_step_is_added_to_a_cluster_with_its_arguments(moto_server, bucket, tmp_path, capsys):
+    emr, cluster = _cluster(moto_server)
+    argv = ["emr-step", "--cluster-id", cluster, "--config", CONF, "--dist", str(_dist(tmp_path))]
+    assert main(argv + _sets(moto_server, bucket)) == 0
+    recorded = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     steps = emr.list_steps(ClusterId=cluster)["Steps"]
     (step,) = [s for s in steps if s["Name"] == "mnist-shards-and-train"]
     args = step["Config"]["Args"]
     assert step["Config"]["Jar"] == "command-runner.jar"
-    assert args[args.index("--archives") + 1] == f"s3://{bucket}/artifacts/env.tar.gz#environment"
-    assert args[-4:] == [f"s3://{bucket}/artifacts/main.py", "run", "--config", "emr.yaml"]
-    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
-    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
-    assert keys == ["artifacts/emr.yaml", "artifacts/env.tar.gz", "artifacts/main.py"]
-    assert (
-        s3.get_object(Bucket=bucket, Key="artifacts/main.py")["Body"].read() == b"print('entry')\n"
-    )
+    assert args[args.index("--files") + 1] == f"{recorded['pex']},{recorded['config']}"
+    assert args[-4:] == [recorded["entry"], "run", "--config", "job.yaml"]
 
 
 @pytest.mark.aws
-def test_missing_package_is_a_clear_error(moto_server, tmp_path, capsys):
-    argv = ["emr-step", "--cluster-id", "j-1", "--config", CONF, "--dist", str(tmp_path)]
-    argv += ["--set", f"s3.endpoint_url={moto_server}"]
-    assert main(argv) == 2
-    assert "env.tar.gz does not exist (run `make package` first)" in capsys.readouterr().err
+@pytest.mark.parametrize("release", ["emr-7.0.0", "emr-6.15.0"])
+def test_a_cluster_that_cannot_run_the_artifact_is_refused_before_upload(
+    moto_server, bucket, tmp_path, capsys, release
+):
+    emr, cluster = _cluster(moto_server, release)
+    argv = ["emr-step", "--cluster-id", cluster, "--config", CONF, "--dist", str(_dist(tmp_path))]
+    assert main(argv + _sets(moto_server, bucket)) == 2
+    err = capsys.readouterr().err
+    assert f"runs {release}" in err and "needs EMR 7.1.0" in err
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    assert not emr.list_steps(ClusterId=cluster)["Steps"]
+
+
+@pytest.mark.aws
+def test_client_mode_and_unknown_templates_are_refused(moto_server, bucket, tmp_path, capsys):
+    argv = ["emr-step", "--print", "--config", CONF, "--dist", str(_dist(tmp_path))]
+    assert main(argv + _sets(moto_server, bucket, "emr.deploy_mode=client")) == 2
+    assert "only 'cluster' can work" in capsys.readouterr().err
+    bad = f"output.path=s3://{bucket}/out/{{day}}"
+    assert main(argv + _sets(moto_server, bucket, bad)) == 2
+    assert "unknown template {day}" in capsys.readouterr().err
+
+
+@pytest.mark.aws
+def test_missing_package_is_a_clear_error(moto_server, bucket, tmp_path, capsys):
+    argv = ["emr-step", "--print", "--config", CONF, "--dist", str(tmp_path)]
+    assert main(argv + _sets(moto_server, bucket)) == 2
+    assert "jobs.pex does not exist (run `make package` first)" in capsys.readouterr().err
 
 
 @pytest.mark.aws

@@ -359,3 +359,28 @@ def test_a_shuffled_run_survives_a_failed_reducer_with_the_same_bytes(
     assert fault.fired
     assert meta.shuffle["mode"] == "rows"
     assert_committed_like(s3, fault_bucket, prefix, clean, data)
+
+
+def test_a_part_failing_while_others_are_in_flight_is_retried_whole(
+    spark, s3, proxy, data, fault_bucket, moto_server
+):
+    """One 23 MB shard (five 5 MB parts, four in flight): part 1 is held on the wire while
+    part 3 fails twice (the attempt's last botocore try). The attempt aborts its upload only
+    after the parts in flight end; Spark's retry writes the same bytes as a clean run."""
+    sets = {"output.shards": 1, "s3.parts_in_flight": 4}
+    clean = convert(
+        config(**_settings(data[0], f"s3://{fault_bucket}/in-flight-clean", moto_server, **sets)),
+        spark,
+    )
+    held = proxy.add(Fault("UploadPart", "delay", key="part-00000", query="partNumber=1",
+                           seconds=1.0))  # fmt: skip
+    failed = proxy.add(Fault("UploadPart", "error", key="part-00000", query="partNumber=3",
+                             times=2))  # fmt: skip
+    prefix = "in-flight"
+    convert(config(**_settings(data[0], f"s3://{fault_bucket}/{prefix}", proxy.url, **sets)), spark)
+    assert len(failed.fired) == 2 and held.fired
+    assert failed.fired[0].concurrent >= 2  # other parts of the shard were on the wire
+    uploads = [s for s in proxy.ops("CreateMultipartUpload") if "part-00000" in s.key]
+    assert len(uploads) == 2  # the failed attempt's and the retry's
+    assert failed.fired[0].key in [s.key for s in proxy.ops("AbortMultipartUpload")]
+    assert_committed_like(s3, fault_bucket, prefix, clean, data)

@@ -36,6 +36,7 @@ RANKS = {
     "session": 6,
     "spark_job": 7,
     "emr": 7,
+    "iam": 7,
     "cli": 8,
     "entry": 9,
     "__main__": 9,

@@ -1,19 +1,33 @@
-"""The packaged artifacts run under the real spark-submit (local mode), away from the source."""
+"""The cluster artifact on a node that is not the build machine.
+
+`make package` builds dist/jobs.pex. A Spark standalone master and worker, started from a copy
+of Spark outside the build venv (as a cluster's /usr/lib/spark), run spark-submit with driver
+and executors on the PEX under Debian's own /usr/bin/python3.11, inside a private mount
+namespace where the build venv, the checkout and the build interpreter (pyenv) are hidden
+behind empty mounts. Both read paths, and `run` with the local trainer; run.json says which
+interpreter the tasks ran.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
-import tarfile
+import zipfile
 from pathlib import Path
 
 import pyspark
 import pytest
 from conftest import REPO
+from helpers import free_port
 
 pytestmark = pytest.mark.spark
+
+NODE_PYTHON = "/usr/bin/python3.11"  # Debian's here, EMR 7.1+'s on a cluster
+BUILD_PYTHON = Path(os.path.realpath(sys.executable))
 
 
 @pytest.fixture(scope="module")
@@ -21,57 +35,121 @@ def dist(tmp_path_factory):
     """`make package` into a temp dir: the checkout is left as it was."""
     out = tmp_path_factory.mktemp("dist")
     build = subprocess.run(
-        ["make", "package", f"DIST={out}"], cwd=REPO, capture_output=True, text=True, timeout=900
+        ["make", "package", f"DIST={out}"], cwd=REPO, capture_output=True, text=True, timeout=1500
     )
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
     return out
 
 
-def test_spark_submit_runs_the_packaged_job(dist, tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    driver_env = tmp_path / "driver-env"
-    with tarfile.open(dist / "env.tar.gz") as tar:
-        tar.extractall(driver_env, filter="fully_trusted")
+def _pex_info(dist: Path) -> dict:
+    return json.loads(zipfile.ZipFile(dist / "jobs.pex").read("PEX-INFO"))
+
+
+def test_the_pex_carries_both_architectures_and_no_interpreter_or_spark(dist):
+    info = _pex_info(dist)
+    wheels = list(info["distributions"])
+    names = {w.split("-")[0].lower().replace("_", "-") for w in wheels}
+    assert {"jobs", "numpy", "pyarrow", "pandas", "boto3", "pyyaml", "sqlglot", "regex",
+            "scikit-learn"} <= names  # fmt: skip
+    assert not names & {"pyspark", "py4j"}  # the cluster's Spark provides them
+    for package in ("numpy", "pyarrow", "pandas", "regex", "scikit_learn"):
+        mine = [w for w in wheels if w.lower().startswith(package + "-")]
+        assert any("x86_64" in w for w in mine) and any("aarch64" in w for w in mine), mine
+    for wheel in wheels:  # CPython 3.11 or pure, and no newer glibc than Amazon Linux 2023's
+        tags = wheel.removesuffix(".whl").split("-")[-3:]
+        assert tags[0] in ("cp311", "py3", "py2.py3", "cp311.cp312.cp313"), wheel
+        for glibc in re.findall(r"manylinux_(\d+)_(\d+)", tags[2]):
+            assert (int(glibc[0]), int(glibc[1])) <= (2, 34), wheel
+    assert info["inherit_path"] == "fallback"
+    head = (dist / "jobs.pex").open("rb").readline()
+    assert head == b"#!/usr/bin/python3.11\n"
+
+    def norm(pins):
+        return {re.sub(r"[-_.]+", "-", p.lower()) for p in pins if "==" in p}
+
+    pins = norm((dist / "runtime-constraints.txt").read_text().split())
+    constraints = norm((REPO / "constraints.txt").read_text().split())
+    assert len(pins) > 10 and pins <= constraints  # the versions `make test` ran with
+
+
+NAMESPACE = r"""
+set -euo pipefail
+# a node: Spark installed outside any venv, the build venv, checkout and pyenv hidden
+mkdir -p "$W/spark"
+mount --bind "$PYSPARK_DIR" "$W/spark"
+mount -t tmpfs tmpfs "$HIDE_PYENV"
+mount -t tmpfs tmpfs "$HIDE_REPO"
+if [ -e "$BUILD_PYTHON" ] || [ -e "$HIDE_REPO/.venv" ]; then echo "build env visible"; exit 9; fi
+cd "$W"
+export SPARK_HOME="$W/spark" SPARK_LOCAL_IP=127.0.0.1 PATH=/usr/bin:/bin
+"$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.master.Master --host 127.0.0.1 \
+  --port "$PORT" --webui-port "$UI" > "$W/master.log" 2>&1 &
+"$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker --cores 2 --memory 2g \
+  --webui-port "$UI2" --work-dir "$W/worker" "spark://127.0.0.1:$PORT" > "$W/worker.log" 2>&1 &
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+sleep 3
+for run in 1 2; do
+  "$SPARK_HOME/bin/spark-submit" --master "spark://127.0.0.1:$PORT" \
+    --files "$DIST/jobs.pex" \
+    --conf spark.pyspark.python=./jobs.pex \
+    --conf "spark.pyspark.driver.python=$DIST/jobs.pex" \
+    --conf spark.executorEnv.PEX_ROOT=./.pex \
+    --conf spark.executor.memory=1g \
+    "$DIST/main.py" $(cat "$W/args-$run") || exit 10$run
+done
+"""
+
+
+def test_spark_submit_runs_the_pex_on_another_python_with_the_build_hidden(dist, tmp_path):
+    if not Path(NODE_PYTHON).is_file():
+        pytest.fail(f"{NODE_PYTHON} is missing: `make setup` installs Debian's python3.11")
+    assert os.path.realpath(NODE_PYTHON) != str(BUILD_PYTHON)  # really another interpreter
+    if not shutil.which("unshare"):
+        pytest.fail("unshare (util-linux) is needed to hide the build environment")
     sample = subprocess.run(
         [sys.executable, "-m", "jobs", "sample", "--out", str(tmp_path / "digits")],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert sample.returncode == 0, sample.stderr
-    conf = work / "job.yaml"
-    conf.write_text(
-        "input:\n  paths:\n"
-        + "".join(f"    {c}: {tmp_path / 'digits' / c}\n" for c in ("train", "validation", "test"))
-        + f"output:\n  path: {tmp_path / 'out'}\n"
-        + "select:\n  label: CAST(target = 0 AS FLOAT)\nspark:\n  master: null\n"
-        + "training:\n  backend: none\n"
+    w = tmp_path / "node"
+    w.mkdir()
+    inputs = "".join(
+        f"    {c}: {tmp_path / 'digits' / c}\n" for c in ("train", "validation", "test")
     )
-    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    common = ("select:\n  label: CAST(target = 0 AS FLOAT)\nspark:\n  master: null\n"
+              f"input:\n  paths:\n{inputs}")  # fmt: skip
+    (w / "spark.yaml").write_text(
+        common + f"output:\n  path: {tmp_path / 'out-spark'}\nread:\n  path: spark\n"
+        "training:\n  backend: none\n"
+    )
+    (w / "direct.yaml").write_text(
+        common + f"output:\n  path: {tmp_path / 'out-direct'}\nread:\n  path: direct\n"
+        "training:\n  backend: local\n"
+    )
+    (w / "args-1").write_text(f"convert --config {w / 'spark.yaml'}")
+    (w / "args-2").write_text(f"run --config {w / 'direct.yaml'}")
+    pyenv = Path(str(BUILD_PYTHON).split("/versions/")[0])  # …/.pyenv
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PYSPARK", "PYTHON", "VIRTUAL_ENV"))
-    }
-    # local mode unpacks --archives under SparkFiles, not the working directory YARN uses, so
-    # here driver and executors both run the unpacked dist/env.tar.gz
-    env["PYSPARK_PYTHON"] = env["PYSPARK_DRIVER_PYTHON"] = str(driver_env / "bin" / "python")
-    env["PATH"] = "/usr/bin:/bin"
-    run = subprocess.run(
-        [str(spark_submit), "--master", "local[2]",
-         str(dist / "main.py"), "convert", "--config", str(conf)],
-        cwd=work, env=env, capture_output=True, text=True, timeout=600,
+        "W": str(w), "DIST": str(dist), "PYSPARK_DIR": str(Path(pyspark.__file__).parent),
+        "HIDE_PYENV": str(pyenv), "HIDE_REPO": str(REPO), "BUILD_PYTHON": str(BUILD_PYTHON),
+        "PORT": str(free_port()),
+        "UI": str(free_port()), "UI2": str(free_port()), "PATH": "/usr/bin:/bin",
+        "HOME": str(w), "PEX_ROOT": str(w / "driver-pex"),
+        "JAVA_HOME": os.environ.get("JAVA_HOME", ""),
+    }  # fmt: skip
+    assert str(BUILD_PYTHON).startswith(str(pyenv)) or str(BUILD_PYTHON).startswith(str(REPO))
+    node = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c", NAMESPACE],
+        env={k: v for k, v in env.items() if v}, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-4000:]
-    assert "committed" in run.stdout and "1,257 rows" in run.stdout
-    out = tmp_path / "out"
-    assert (out / "run.json").is_file()
-    run_id = json.loads((out / "run.json").read_text())["run_id"]
-    assert sorted(p.name for p in (out / "manifests").iterdir()) == [
-        f"{c}-{run_id}.manifest" for c in ("test", "train", "validation")
-    ]
-    # the job ran from the packaged wheel, not this source tree
-    probe = subprocess.run(
-        [str(driver_env / "bin" / "python"), "-c", "import jobs; print(jobs.__file__)"],
-        cwd=work, env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    assert str(driver_env) in probe.stdout and str(REPO) not in probe.stdout
+    logs = node.stdout[-3000:] + node.stderr[-5000:]
+    assert node.returncode == 0, logs
+    for out, path in ((tmp_path / "out-spark", "spark"), (tmp_path / "out-direct", "direct")):
+        meta = json.loads((out / "run.json").read_text())
+        assert meta["read_path"] == path
+        assert sum(c["rows"] for c in meta["channels"].values()) == 1797
+        # the driver and every task ran the node's interpreter (the PEX re-executes it)
+        assert meta["pythons"]["driver"].split()[0] == NODE_PYTHON, meta["pythons"]
+        assert {p.split()[0] for p in meta["pythons"]["tasks"]} == {NODE_PYTHON}, meta["pythons"]
+        assert meta["pythons"]["tasks"][0].split()[1] != sys.version.split()[0]
+    assert "model" in node.stdout or (tmp_path / "out-direct" / "model").exists(), logs

@@ -89,6 +89,112 @@ def test_failure_mid_upload_leaves_no_object_and_no_pending_upload(
     assert not pending_uploads(s3, bucket)
 
 
+def test_a_task_s_shards_share_one_window_and_complete_in_the_background(s3, bucket, s3_settings):
+    """Three shards of one task: never more than parts_in_flight parts on the wire across
+    them, and the next shard's parts go up while the previous shard is still completing."""
+    import dataclasses
+    import threading
+    import time
+
+    from jobs.storage.s3 import S3Uploads
+
+    lock, now, peak, order = threading.Lock(), [0], [0], []
+
+    def part(request, **kwargs):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        time.sleep(0.1)
+        with lock:
+            now[0] -= 1
+
+    def complete(params, **kwargs):
+        order.append(("complete-start", params["Key"]))
+        time.sleep(0.5)
+
+    def part_start(params, **kwargs):
+        order.append(("part", params["Key"]))
+
+    s3.meta.events.register("before-send.s3.UploadPart", part)
+    s3.meta.events.register("before-parameter-build.s3.UploadPart", part_start)
+    s3.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload", complete)
+    settings = dataclasses.replace(s3_settings, parts_in_flight=3)
+    uploads = S3Uploads(settings, client=s3)
+    data = [np.random.default_rng(i).bytes(12 << 20) for i in range(3)]
+    try:
+        for i, body in enumerate(data):
+            dest = Location.parse(f"s3://{bucket}/run/data/train/shard-{i}")
+            w = open_shard(dest, settings, uploads=uploads)
+            for j in range(0, len(body), 1 << 20):
+                w.write(body[j : j + (1 << 20)])
+            w.close()
+        uploads.finish()
+    finally:
+        for event, fn in (
+            ("before-send.s3.UploadPart", part),
+            ("before-parameter-build.s3.UploadPart", part_start),
+            ("before-parameter-build.s3.CompleteMultipartUpload", complete),
+        ):
+            s3.meta.events.unregister(event, fn)  # fmt: skip
+    assert peak[0] == 3
+    first_complete = order.index(("complete-start", "run/data/train/shard-0"))
+    assert ("part", "run/data/train/shard-1") in order[first_complete:]  # overlapped, and
+    assert order.index(("complete-start", "run/data/train/shard-1")) > first_complete
+    for i, body in enumerate(data):
+        got = s3.get_object(Bucket=bucket, Key=f"run/data/train/shard-{i}")["Body"].read()
+        assert got == body
+    assert not pending_uploads(s3, bucket)
+
+
+def test_aborting_a_task_aborts_the_shards_still_completing(s3, bucket, s3_settings):
+    import dataclasses
+    import time
+
+    from jobs.storage.s3 import S3Uploads
+
+    def slow(request, **kwargs):
+        time.sleep(0.3)
+
+    s3.meta.events.register("before-send.s3.UploadPart", slow)
+    settings = dataclasses.replace(s3_settings, parts_in_flight=2)
+    uploads = S3Uploads(settings, client=s3)
+    try:
+        dest = Location.parse(f"s3://{bucket}/run/data/train/shard-0")
+        w = open_shard(dest, settings, uploads=uploads)
+        w.write(b"\x03" * (11 << 20))
+        w.close()  # returns at once: the shard completes in the background
+        uploads.abort()  # the task failed meanwhile
+    finally:
+        s3.meta.events.unregister("before-send.s3.UploadPart", slow)
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    assert not pending_uploads(s3, bucket)
+
+
+def test_the_shaped_proxy_paces_each_connection_both_ways(proxy, bucket, s3_settings):
+    """The bench's S3 link: 2 MB each way at 4 MB/s a connection cannot take less than 0.5 s
+    (a lower bound only: a shared machine may be slower, never faster), plus the latency."""
+    import dataclasses
+    import time
+
+    from jobs.storage import s3_client
+
+    client = s3_client(dataclasses.replace(s3_settings, endpoint_url=proxy.url))
+    body = np.random.default_rng(2).bytes(2_000_000)
+    proxy.shape(4e6, latency=0.2)
+    t = time.perf_counter()
+    client.put_object(Bucket=bucket, Key="paced", Body=body)
+    put = time.perf_counter() - t
+    t = time.perf_counter()
+    got = client.get_object(Bucket=bucket, Key="paced")["Body"].read()
+    get = time.perf_counter() - t
+    assert got == body
+    assert put >= 0.7 and get >= 0.7
+    proxy.shape(None)
+    t = time.perf_counter()
+    assert client.get_object(Bucket=bucket, Key="paced")["Body"].read() == body
+    assert time.perf_counter() - t < get  # unshaped: the pacing was the proxy's
+
+
 def test_failed_complete_aborts_the_upload(s3, bucket, s3_settings):
     def fail(**kwargs):
         raise ConnectionError("injected: CompleteMultipartUpload failed")

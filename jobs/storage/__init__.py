@@ -15,7 +15,7 @@ from ..settings import S3Settings
 from .base import AlreadyExists, ConditionFailed, ShardWriter
 from .local import LocalShardWriter, LocalStore
 from .location import Location
-from .s3 import MIN_PART_BYTES, S3ShardWriter, S3Store
+from .s3 import MIN_PART_BYTES, S3ShardWriter, S3Store, S3Uploads
 
 __all__ = [
     "S3_SCHEMES",
@@ -30,14 +30,23 @@ __all__ = [
     "open_shard",
     "require_credentials",
     "s3_client",
+    "task_uploads",
 ]
 
 
-def open_shard(dest: Location, settings: S3Settings, client=None) -> ShardWriter:
-    """A writer for one shard at ``dest`` (see :class:`ShardWriter`)."""
+def open_shard(
+    dest: Location, settings: S3Settings, client=None, uploads: S3Uploads | None = None
+) -> ShardWriter:
+    """A writer for one shard at ``dest`` (see :class:`ShardWriter`); S3 shards of one task
+    share its ``uploads`` (see :func:`task_uploads`)."""
     if dest.scheme == "file":
         return LocalShardWriter(dest)
-    return S3ShardWriter(dest, settings, client)
+    return S3ShardWriter(dest, settings, client, uploads)
+
+
+def task_uploads(out: str, settings: S3Settings) -> S3Uploads | None:
+    """The upload window one task's S3 shards share; None for a local output."""
+    return S3Uploads(settings) if Location.parse(out).scheme != "file" else None
 
 
 class Store:

@@ -4,6 +4,7 @@ outcomes the lease is built on."""
 from __future__ import annotations
 
 import hashlib
+import time
 
 from ..errors import StorageError
 
@@ -20,11 +21,13 @@ class ShardWriter:
     """A byte stream to one shard: ``close()`` publishes it whole, ``abort()`` leaves nothing.
 
     Subclasses move the bytes (``_write``, ``_publish``, ``_discard``); this class keeps the
-    count, the sha256 of the whole shard and the close/abort rules."""
+    count, the sha256 of the whole shard, the time the caller waited on storage (what a task's
+    MB/s in run.json is made of) and the close/abort rules."""
 
     def __init__(self, dest):
         self.dest = dest
         self.bytes = 0
+        self.wait_seconds = 0.0
         self._hash = hashlib.sha256()
         self._closed = False
 
@@ -35,13 +38,17 @@ class ShardWriter:
     def write(self, data) -> None:
         self._hash.update(data)
         self.bytes += len(data)
+        t = time.perf_counter()
         self._write(data)
+        self.wait_seconds += time.perf_counter() - t
 
     def close(self) -> None:
         if self._closed:
             return
+        t = time.perf_counter()
         try:
             self._publish()
+            self.wait_seconds += time.perf_counter() - t
         except BaseException:
             self.abort()
             raise

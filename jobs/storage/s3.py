@@ -5,8 +5,8 @@ lease. Every call carries the configured encryption and expected-bucket-owner ar
 from __future__ import annotations
 
 import logging
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from ..aws import s3_client
 from ..errors import StorageError
@@ -24,24 +24,88 @@ def _code(exc) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-class S3ShardWriter(ShardWriter):
-    """Parts go up on up to ``parts_in_flight`` threads while the task keeps encoding, and are
-    completed in part order; the memory this costs is (parts_in_flight + 1) × the part size.
-    The upload is created with the first full part and aborted on any failure (a failed part
-    stops the shard at the next write), so a failed shard never becomes an object."""
+class S3Uploads:
+    """One task's uploads, shared by its shards: at most ``parts_in_flight`` parts on the wire
+    across all of them, and each closed shard completed in the background once its parts are
+    up, so the task reads and encodes the next shard meanwhile. Memory: (parts_in_flight + 1)
+    parts per task, and one more while a closed shard waits to send its last part. ``finish()`` waits for every shard and raises the first failure; a shard
+    that fails, or is still completing when ``abort()`` is called, is aborted, never
+    completed. With ``parts_in_flight: 1`` everything happens in the task's own thread, one
+    part at a time, and a shard is complete when ``close()`` returns (the writer before
+    parallel uploads, kept as the benchmark's baseline)."""
 
-    def __init__(self, dest: Location, settings, client=None):
+    def __init__(self, settings, client=None):
+        self.settings = settings
+        self.client = client or s3_client(settings)
+        n = max(1, settings.parts_in_flight)
+        self._inline = n == 1
+        self._slots = threading.BoundedSemaphore(n)
+        self._parts = ThreadPoolExecutor(n, thread_name_prefix="s3-part")
+        self._completer = ThreadPoolExecutor(1, thread_name_prefix="s3-complete")
+        self._closing: list[Future] = []
+        self.aborting = False
+
+    def submit_part(self, fn, *args) -> Future:
+        if self._inline:
+            future = Future()
+            future.set_result(fn(*args))
+            return future
+        self._slots.acquire()  # bounded: the encoder waits here while the window is full
+        try:
+            future = self._parts.submit(fn, *args)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+    def complete_later(self, writer: S3ShardWriter) -> None:
+        if self._inline:
+            writer.finish()
+            return
+        self.raise_if_failed()
+        self._closing.append(self._completer.submit(writer.finish))
+
+    def raise_if_failed(self) -> None:
+        """Fail fast: a shard that failed to complete ends the task at its next write."""
+        for future in self._closing:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+
+    def finish(self) -> None:
+        try:
+            for future in self._closing:
+                future.result()
+        finally:
+            self.close()
+
+    def abort(self) -> None:
+        self.aborting = True  # shards not yet completed are aborted instead
+        self.close()
+
+    def close(self) -> None:
+        self._completer.shutdown(wait=True)
+        self._parts.shutdown(wait=True)
+
+
+class S3ShardWriter(ShardWriter):
+    """Parts of ``part_size_mb`` go up on the task's :class:`S3Uploads` while the task keeps
+    encoding, and are completed in part order. The upload is created with the first full part
+    and aborted on any failure (a failed part stops the shard at the next write), so a failed
+    shard never becomes an object. Without shared ``uploads`` the writer has its own, and
+    ``close()`` returns once the shard is complete."""
+
+    def __init__(self, dest: Location, settings, client=None, uploads: S3Uploads | None = None):
         super().__init__(dest)
         self.settings = settings
-        self._client = client or s3_client(settings)
+        self._own = uploads is None
+        self._uploads = uploads or S3Uploads(settings, client)
+        self._client = self._uploads.client
         self._part_bytes = max(settings.part_size_mb << 20, MIN_PART_BYTES)
         self._buffer = bytearray()
         self._upload_id = None
-        self._parts: list[dict] = []
+        self._pending: list[Future] = []
         self._next = 1
-        self._in_flight = max(1, settings.parts_in_flight)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: deque[Future] = deque()
 
     def _write(self, data) -> None:
         self._buffer += data
@@ -54,6 +118,7 @@ class S3ShardWriter(ShardWriter):
         for future in self._pending:  # fail fast: a part that failed ends the shard now
             if future.done() and future.exception() is not None:
                 raise future.exception()
+        self._uploads.raise_if_failed()
         if self._upload_id is None:
             d = self.dest
             up = self._client.create_multipart_upload(
@@ -62,14 +127,7 @@ class S3ShardWriter(ShardWriter):
             self._upload_id = up["UploadId"]
             log.debug("multipart upload %s started for %s", self._upload_id, d.uri)
         number, self._next = self._next, self._next + 1
-        if self._in_flight == 1:
-            self._parts.append(self._put_part(number, body))
-            return
-        while len(self._pending) >= self._in_flight:  # bounded: wait for the oldest part
-            self._parts.append(self._pending.popleft().result())
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._in_flight, thread_name_prefix="s3-part")
-        self._pending.append(self._pool.submit(self._put_part, number, body))
+        self._pending.append(self._uploads.submit_part(self._put_part, number, body))
 
     def _put_part(self, number: int, body: bytes) -> dict:
         d = self.dest
@@ -83,51 +141,73 @@ class S3ShardWriter(ShardWriter):
         )
         return {"PartNumber": number, "ETag": resp["ETag"]}
 
-    def _drain(self) -> None:
-        while self._pending:
-            self._parts.append(self._pending.popleft().result())
-
-    def _stop_pool(self) -> None:
-        for future in self._pending:
-            future.cancel()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)  # parts still sending finish (or fail) first
-            self._pool = None
-        self._pending.clear()
-
     def _publish(self) -> None:
+        if self._own:
+            try:
+                self.finish()
+            finally:
+                self._uploads.close()
+        else:
+            self._uploads.complete_later(self)
+
+    def finish(self) -> None:
+        """Wait for this shard's parts, then complete it (or PUT it whole when it is smaller
+        than a part); on any failure, or when the task is aborting, abort it instead."""
         d = self.dest
-        if self._upload_id is None:  # smaller than one part: a single PUT
-            self._client.put_object(
-                Bucket=d.bucket, Key=d.key, Body=bytes(self._buffer), **self.settings.put_args()
+        try:
+            if self._uploads.aborting:
+                raise StorageError(f"{d.uri}: the task is aborting")
+            if self._upload_id is None:
+                self._client.put_object(
+                    Bucket=d.bucket, Key=d.key, Body=bytes(self._buffer),
+                    **self.settings.put_args(),
+                )  # fmt: skip
+                return
+            if self._buffer:  # the last part goes through the window like the others
+                self._pending.append(
+                    self._uploads.submit_part(self._put_part, self._next, bytes(self._buffer))
+                )
+                self._buffer = bytearray()
+            parts = [future.result() for future in self._pending]
+            if self._uploads.aborting:
+                raise StorageError(f"{d.uri}: the task is aborting")
+            self._client.complete_multipart_upload(
+                Bucket=d.bucket,
+                Key=d.key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": parts},
+                **self.settings.owner_args(),
             )
-            return
-        self._drain()
-        if self._buffer:
-            self._parts.append(self._put_part(self._next, bytes(self._buffer)))
-        self._stop_pool()
-        self._client.complete_multipart_upload(
-            Bucket=d.bucket,
-            Key=d.key,
-            UploadId=self._upload_id,
-            MultipartUpload={"Parts": self._parts},
-            **self.settings.owner_args(),
-        )
+        except BaseException:
+            self._abort_upload()
+            raise
 
     def _discard(self) -> None:
-        self._stop_pool()  # no part may land after the abort
+        if self._own:
+            self._uploads.abort()  # its parts still sending end first
+        else:
+            for future in self._pending:
+                future.cancel()
+            wait(self._pending)  # no part may land after the abort
+        self._abort_upload()
+
+    def _abort_upload(self) -> None:
         if self._upload_id is None:
             return
+        upload, self._upload_id = self._upload_id, None
+        for future in self._pending:
+            future.cancel()
+        wait(self._pending)
         try:
             self._client.abort_multipart_upload(
                 Bucket=self.dest.bucket,
                 Key=self.dest.key,
-                UploadId=self._upload_id,
+                UploadId=upload,
                 **self.settings.owner_args(),
             )
             log.info("aborted multipart upload for %s", self.dest.uri)
         except Exception:  # the original failure matters more; the lifecycle rule is the net
-            log.exception("could not abort multipart upload %s", self._upload_id)
+            log.exception("could not abort multipart upload %s", upload)
 
 
 class S3Store:

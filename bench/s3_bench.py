@@ -1,0 +1,267 @@
+"""Shards to S3 where the cost is: the direct path reads Parquet from S3 and writes shards to S3
+through a shaped link (tests/faultproxy.py: a bandwidth cap per connection and a latency per
+request, in front of a moto server), one part at a time (``s3.parts_in_flight: 1``, no reader
+thread: the writer before issue 16) vs parts in flight with read-ahead (the defaults), against
+the floor the link allows.
+
+moto and the proxy share this machine's two cores with Spark: moto alone takes in about 230
+MB/s of parts here, and through the proxy with 16 connections about 90 MB/s. So the link is
+scaled (BENCH_S3_RATE_MB, default 20 MB/s a connection) and the floor is measured, not assumed:
+the time the same link and moto take to carry the same bytes from two processes with as many
+connections, with nothing read or encoded. Ratios carry over to EC2; seconds do not.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .e2e_bench import FEATURES, ROWS, _dataset
+from .timing import print_table
+
+RUNS = int(os.environ.get("BENCH_RUNS", 3))
+RATE_MB = float(os.environ.get("BENCH_S3_RATE_MB", 20))
+LATENCY_MS = float(os.environ.get("BENCH_S3_LATENCY_MS", 20))
+TASKS_AT_ONCE = 2  # local[2]
+DEFAULT_IN_FLIGHT = 4  # S3Settings.parts_in_flight
+DEFAULTS = "4 x 16 MB parts in flight, reads ahead (defaults)"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _moto() -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the moto server did not start")
+
+
+def _shaped(upstream: str) -> tuple[subprocess.Popen, str]:
+    proxy = Path(__file__).resolve().parent.parent / "tests" / "faultproxy.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(proxy), "--upstream", upstream, "--rate-mb", str(RATE_MB),
+         "--latency-ms", str(LATENCY_MS)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    return proc, proc.stdout.readline().strip()
+
+
+def _intake(client, bucket: str, parts: int = 16, at_once: int = 8) -> float:
+    """MB/s moto takes in, parts of 64 MB straight to it, ``at_once`` at a time."""
+    body = os.urandom(64 << 20)
+    key = f"intake-{uuid.uuid4().hex}"
+    up = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    t = time.perf_counter()
+    with ThreadPoolExecutor(at_once) as pool:
+        list(pool.map(
+            lambda n: client.upload_part(
+                Bucket=bucket, Key=key, UploadId=up, PartNumber=n, Body=body
+            ),
+            range(1, parts + 1),
+        ))  # fmt: skip
+    rate = parts * 64 * 1.048576 / (time.perf_counter() - t)
+    client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=up)
+    return rate
+
+
+def _move(url: str, bucket: str, key: str, out_mb: int, threads: int, reads: list) -> None:
+    """One task slot's share of the floor, nothing read or encoded by Spark: ``out_mb`` as
+    16 MB parts on ``threads`` connections, and with ``reads`` ((key, size) of its input
+    files) the same files fetched as 8 MB ranged GETs on 4 more, at the same time."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3", endpoint_url=url, region_name="us-east-1",
+        config=Config(max_pool_connections=threads + 6),
+    )  # fmt: skip
+    body = os.urandom(16 << 20)
+    up = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+
+    def get(item):
+        k, lo, hi = item
+        client.get_object(Bucket=bucket, Key=k, Range=f"bytes={lo}-{hi}")["Body"].read()
+
+    ranges = [(k, lo, min(lo + (8 << 20), size) - 1)
+              for k, size in reads for lo in range(0, size, 8 << 20)]  # fmt: skip
+    with ThreadPoolExecutor(4) as getters, ThreadPoolExecutor(threads) as pool:
+        got = getters.map(get, ranges)
+        list(pool.map(
+            lambda n: client.upload_part(
+                Bucket=bucket, Key=key, UploadId=up, PartNumber=n, Body=body
+            ),
+            range(1, max(out_mb // 16, 1) + 1),
+        ))  # fmt: skip
+        list(got)
+    client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=up)
+
+
+def _link_floor(url: str, bucket: str, out_mb: float, threads: int, inputs=()) -> float:
+    """Seconds the shaped link and moto take to carry ``out_mb`` (and read ``inputs``) from 2
+    processes (the 2 task slots) with ``threads`` upload connections each: what no job can
+    beat on this machine."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    t = time.perf_counter()
+    procs = [
+        ctx.Process(target=_move, args=(url, bucket, f"floor-{i}", int(out_mb / 2), threads,
+                                         list(inputs)[i::TASKS_AT_ONCE]))
+        for i in range(TASKS_AT_ONCE)
+    ]  # fmt: skip
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    return time.perf_counter() - t
+
+
+def run() -> list[tuple[str, float]]:
+    import logging
+
+    import boto3
+    from botocore.config import Config
+
+    from jobs.config import load_config
+    from jobs.session import spark_session
+    from jobs.settings import S3Settings, SparkConfig
+    from jobs.spark_job import convert
+
+    logging.getLogger("jobs").setLevel(logging.WARNING)
+    os.environ["JOBS_TASK_LOG_LEVEL"] = "WARNING"
+    for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                 "AWS_EC2_METADATA_DISABLED": "true"}.items():  # fmt: skip
+        os.environ.setdefault(k, v)
+    data = _dataset()
+    moto, moto_url = _moto()
+    proxy, proxy_url = _shaped(moto_url)
+    try:
+        direct = boto3.client(
+            "s3", endpoint_url=moto_url, region_name="us-east-1",
+            config=Config(max_pool_connections=16),
+        )  # fmt: skip
+        bucket = "bench-shards"
+        direct.create_bucket(Bucket=bucket)
+        files = sorted(f for f in os.listdir(data) if f.endswith(".parquet"))
+        in_bytes, inputs = 0, []
+        for f in files:
+            direct.upload_file(str(data / f), bucket, f"in/{f}")
+            in_bytes += (data / f).stat().st_size
+            inputs.append((f"in/{f}", (data / f).stat().st_size))
+        intake = statistics.median(_intake(direct, bucket) for _ in range(2))
+
+        spark = spark_session(
+            SparkConfig(master="local[2]", conf={"spark.driver.memory": "3g"}),
+            S3Settings(endpoint_url=proxy_url, region="us-east-1"),
+        )
+        metas = {}
+
+        def ours(name: str, sets: dict):
+            def go():
+                base = {
+                    "input.paths.train": f"s3://{bucket}/in/",
+                    "select.label": "CAST(target = 0 AS FLOAT)",
+                    "output.path": f"s3://{bucket}/out/",
+                    "output.mode": "overwrite",
+                    "output.encoding": "dense",
+                    "read.path": "direct",
+                    "s3.endpoint_url": proxy_url,
+                    "s3.region": "us-east-1",
+                }
+                cfg = load_config(None, [f"{k}={v}" for k, v in {**base, **sets}.items()])
+                t = time.perf_counter()
+                meta = convert(cfg, spark)
+                metas.setdefault(name, []).append((time.perf_counter() - t, meta))
+
+            return go
+
+        cases = [
+            ("before: one 64 MB part at a time, reads inline",
+             {"s3.parts_in_flight": 1, "s3.part_size_mb": 64, "read.read_ahead": 0,
+              "read.ranges_in_flight": 1, "read.range_mb": 32}),
+            (DEFAULTS, {}),
+            ("8 x 16 MB parts in flight, reads ahead", {"s3.parts_in_flight": 8}),
+        ]  # fmt: skip
+        for name, sets in cases:
+            fn = ours(name, sets)
+            fn()  # warm-up
+            metas[name].clear()
+            for _ in range(RUNS):
+                fn()
+        spark.stop()
+        out_mb = sum(c.bytes for c in metas[cases[-1][0]][-1][1].channels.values()) / 1e6
+        floors, both = {}, {}
+        for _, sets in cases:
+            n = sets.get("s3.parts_in_flight", DEFAULT_IN_FLIGHT)
+            if n not in floors:
+                floors[n] = _link_floor(proxy_url, bucket, out_mb, n)
+                both[n] = _link_floor(proxy_url, bucket, out_mb, n, inputs)
+    finally:
+        proxy.terminate()
+        moto.terminate()
+
+    rows, ratios = [], {}
+    for name, sets in cases:
+        seconds = statistics.median(t for t, _ in metas[name])
+        meta = metas[name][-1][1]
+        n = sets.get("s3.parts_in_flight", DEFAULT_IN_FLIGHT)
+        nominal = out_mb / (min(meta.tasks, TASKS_AT_ONCE) * n * RATE_MB)
+        floor = max(floors[n], nominal)
+        floor_io = max(both[n], nominal)
+        io = meta.task_io
+        waited = sum(t["store_wait_s"] for t in io["tasks"]) / sum(
+            t["seconds"] for t in io["tasks"]
+        )
+        ratios[name] = (seconds, floor, floor_io)
+        rows.append([
+            name, f"{seconds:.1f} s", f"{out_mb / seconds:.0f} MB/s", f"{nominal:.1f} s",
+            f"{floor:.1f} s", f"{seconds / floor:.2f}x", f"{floor_io:.1f} s",
+            f"{seconds / floor_io:.2f}x", f"{io['mb_per_s']['median']:.0f}",
+            f"{waited:.0%}", f"{meta.peak_worker_rss_mb:.0f} MB",
+        ])  # fmt: skip
+    meta = metas[cases[-1][0]][-1][1]
+    print_table(
+        f"S3 in and out on a shaped link: {ROWS:,} x {FEATURES} dense, direct path, "
+        f"{in_bytes / 1e6:.0f} MB Parquet in, {out_mb:.0f} MB shards out, {meta.tasks} tasks "
+        f"(2 at a time); {RATE_MB:g} MB/s and {LATENCY_MS:g} ms per connection; moto alone "
+        f"takes in {intake:.0f} MB/s; warm median of {RUNS}.\nlink = shard MB / (2 tasks x "
+        "parts in flight x rate); floor = the larger of that and the time the shaped link and "
+        "moto took to carry the same MB from 2 processes with as many connections, measured "
+        "in this run (nothing encoded); floor+in = the same while also reading the input "
+        "through the link (8 MB ranges, 4 at a time per process): moto's CPU serves both",
+        ["writer", "time", "out", "link", "floor", "vs floor", "floor+in", "vs floor+in",
+         "task MB/s", "store wait", "peak RSS"],
+        rows,
+    )  # fmt: skip
+    before = ratios[cases[0][0]][0]
+    new, floor_new, floor_io = ratios[DEFAULTS]
+    return [
+        ("S3: parts in flight vs one at a time (goal >= 3)", before / new),
+        ("S3: time / floor, writes only (goal <= 1.5)", new / floor_new),
+        ("S3: time / floor, reads + writes", new / floor_io),
+    ]

@@ -1,0 +1,203 @@
+"""`python -m jobs iam-policy`: least-privilege IAM policy documents for a config.
+
+Three principals touch AWS: whoever *submits* (``emr-step``, and ``attach``/``logs``/``stop``
+afterwards), the *EMR instance profile* the job runs as on the cluster (reads the input, writes
+and commits the shards, starts and follows the training job), and the *SageMaker execution
+role* the training job runs as (reads the shards, writes the model). Each gets only the actions
+the code calls (:data:`ACTIONS`, which the tests derive from the calls the suite makes), scoped
+to the config's buckets and prefixes, KMS key and role. Templates (``{date}``) and globs in
+paths become ``*``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .storage import Location
+
+# What each AWS call the code makes needs (botocore service:operation → IAM actions). Calls
+# that may fail without harm are in TOLERATED.
+ACTIONS: dict[str, tuple[str, ...]] = {
+    "s3:GetObject": ("s3:GetObject",),
+    "s3:HeadObject": ("s3:GetObject",),
+    "s3:ListObjectsV2": ("s3:ListBucket",),
+    "s3:ListObjects": ("s3:ListBucket",),
+    "s3:PutObject": ("s3:PutObject",),
+    "s3:CreateMultipartUpload": ("s3:PutObject",),
+    "s3:UploadPart": ("s3:PutObject",),
+    "s3:CompleteMultipartUpload": ("s3:PutObject",),
+    "s3:AbortMultipartUpload": ("s3:AbortMultipartUpload",),
+    "s3:ListMultipartUploads": ("s3:ListBucketMultipartUploads",),
+    "s3:ListParts": ("s3:ListMultipartUploadParts",),
+    "s3:DeleteObject": ("s3:DeleteObject",),
+    "s3:DeleteObjects": ("s3:DeleteObject",),
+    "s3:HeadBucket": ("s3:ListBucket",),
+    "sagemaker:CreateTrainingJob": ("sagemaker:CreateTrainingJob", "iam:PassRole"),
+    "sagemaker:DescribeTrainingJob": ("sagemaker:DescribeTrainingJob",),
+    "sagemaker:StopTrainingJob": ("sagemaker:StopTrainingJob",),
+    "logs:DescribeLogStreams": ("logs:DescribeLogStreams",),
+    "logs:GetLogEvents": ("logs:GetLogEvents",),
+    "emr:DescribeCluster": ("elasticmapreduce:DescribeCluster",),
+    "emr:AddJobFlowSteps": ("elasticmapreduce:AddJobFlowSteps",),
+    "emr:DescribeStep": ("elasticmapreduce:DescribeStep",),
+}
+# HeadBucket reads the bucket's region for a check; S3 sends it with a 403 too
+TOLERATED = {"s3:HeadBucket"}
+# the calls of `emr-step` (and of following a job from where it was submitted)
+SUBMITTER_CALLS = {
+    "s3:HeadObject", "s3:PutObject", "emr:DescribeCluster", "emr:AddJobFlowSteps",
+    "emr:DescribeStep", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
+    "logs:DescribeLogStreams", "logs:GetLogEvents",
+}  # fmt: skip
+TRAINING_LOGS = "/aws/sagemaker/TrainingJobs"
+
+
+def _prefix_pattern(uri: str) -> tuple[str, str]:
+    """(bucket, key prefix with ``*`` for templates and globs, no trailing slash)."""
+    loc = Location.parse(uri)
+    key = re.sub(r"\{(date|time|run_id)\}", "*", loc.key)
+    glob = re.search(r"[*?\[{]", key)
+    if glob:
+        key = key[: glob.start()] + "*"
+    return loc.bucket, key.rstrip("/")
+
+
+def _objects(uris) -> list[str]:
+    out = []
+    for uri in uris:
+        bucket, key = _prefix_pattern(uri)
+        if not key:
+            out.append(f"arn:aws:s3:::{bucket}/*")
+        elif key.endswith("*"):  # a glob: everything it can match
+            out.append(f"arn:aws:s3:::{bucket}/{key}")
+        else:  # a folder, or one file
+            out += [f"arn:aws:s3:::{bucket}/{key}/*", f"arn:aws:s3:::{bucket}/{key}"]
+    return sorted(set(out))
+
+
+def _list(sid: str, uris) -> list[dict]:
+    """s3:ListBucket on each bucket, limited to the prefixes."""
+    by_bucket: dict[str, set[str]] = {}
+    for uri in uris:
+        bucket, key = _prefix_pattern(uri)
+        if not key or key.endswith("*"):
+            prefixes = [key or "*"]
+        else:
+            prefixes = [key, f"{key}/*"]
+        by_bucket.setdefault(bucket, set()).update(prefixes)
+    return [
+        {
+            "Sid": f"{sid}{i}",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+            "Resource": f"arn:aws:s3:::{bucket}",
+            "Condition": {"StringLike": {"s3:prefix": sorted(p.lstrip("/") for p in prefixes)}},
+        }
+        for i, (bucket, prefixes) in enumerate(sorted(by_bucket.items()))
+    ]
+
+
+def _s3_uris(values) -> list[str]:
+    return [v for v in values if v and Location.parse(v).scheme == "s3"]
+
+
+def _kms(config, region: str) -> list[dict]:
+    """Encrypt/decrypt through S3 (and SageMaker) with the configured key(s)."""
+    keys = [config.s3.kms_key_id, config.training.sagemaker.output_kms_key_id]
+    keys = [k for k in keys if k]
+    if config.s3.sse != "aws:kms" and not keys:
+        return []
+    resources = sorted({k if k.startswith("arn:") else f"arn:aws:kms:{region}:*:key/*"
+                        for k in keys}) or ["*"]  # fmt: skip
+    return [{
+        "Sid": "KmsThroughS3",
+        "Effect": "Allow",
+        "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+        "Resource": resources,
+        "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+    }]  # fmt: skip
+
+
+def _doc(statements: list[dict]) -> dict:
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _training_output(config) -> str:
+    sm = config.training.sagemaker
+    return sm.output_path or Location.parse(config.output.path).join("training/sagemaker").uri
+
+
+def policies(config) -> dict[str, dict]:
+    """name → policy document, for the three principals (plus the execution role's trust)."""
+    region = config.training.sagemaker.region or config.s3.region or "us-east-1"
+    inputs = _s3_uris(p for paths in config.channels().values() for p in paths)
+    output = _s3_uris([config.output.path])
+    artifacts = _s3_uris([config.emr.artifacts_uri])
+    model = _s3_uris([_training_output(config)])
+    role = config.training.sagemaker.role_arn or "arn:aws:iam::*:role/*"
+    # training-job ARNs carry the job's name in lower case
+    prefix = config.training.sagemaker.job_name_prefix.lower()
+    jobs = f"arn:aws:sagemaker:{region}:*:training-job/{prefix}*"
+    logs = f"arn:aws:logs:{region}:*:log-group:{TRAINING_LOGS}:*"
+    sagemaker = config.training.backend == "sagemaker"
+
+    follow = [
+        {"Sid": "FollowTraining", "Effect": "Allow",
+         "Action": ["sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"],
+         "Resource": jobs},
+        {"Sid": "TrainingLogs", "Effect": "Allow",
+         "Action": ["logs:DescribeLogStreams", "logs:GetLogEvents"], "Resource": logs},
+    ] if sagemaker else []  # fmt: skip
+
+    submitter = [
+        {"Sid": "Artifacts", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+         "Resource": _objects(artifacts)},
+        {"Sid": "Steps", "Effect": "Allow",
+         "Action": ["elasticmapreduce:DescribeCluster", "elasticmapreduce:AddJobFlowSteps",
+                    "elasticmapreduce:DescribeStep"],
+         "Resource": f"arn:aws:elasticmapreduce:{region}:*:cluster/*"},
+        *follow, *_kms(config, region),
+    ]  # fmt: skip
+
+    profile = [
+        {"Sid": "ReadInput", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": _objects(inputs + artifacts)},
+        {"Sid": "WriteShards", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                    "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+         "Resource": _objects(output)},
+        *_list("List", inputs + output),
+        *_kms(config, region),
+    ]  # fmt: skip
+    if sagemaker:
+        profile += [
+            {"Sid": "StartTraining", "Effect": "Allow",
+             "Action": ["sagemaker:CreateTrainingJob", "sagemaker:AddTags"], "Resource": jobs},
+            {"Sid": "PassTheExecutionRole", "Effect": "Allow", "Action": "iam:PassRole",
+             "Resource": role,
+             "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
+            *follow,
+        ]  # fmt: skip
+
+    execution = [
+        {"Sid": "ReadShards", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": _objects(output)},
+        *_list("ListShards", output),
+        {"Sid": "WriteModel", "Effect": "Allow", "Action": ["s3:PutObject"],
+         "Resource": _objects(model)},
+        {"Sid": "Logs", "Effect": "Allow",
+         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                    "logs:DescribeLogStreams"], "Resource": logs},
+        {"Sid": "Metrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
+         "Resource": "*",
+         "Condition": {"StringEquals": {"cloudwatch:namespace": TRAINING_LOGS}}},
+        *_kms(config, region),
+    ]  # fmt: skip
+    out = {"submitter": _doc(submitter), "emr_instance_profile": _doc(profile)}
+    if sagemaker:
+        out["sagemaker_execution_role"] = _doc(execution)
+        out["sagemaker_execution_role_trust"] = _doc([{
+            "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }])  # fmt: skip
+    return out
