@@ -1,6 +1,7 @@
 """python -m bench [codec e2e ...]: print each benchmark's table of ratios."""
 
 import argparse
+import os
 
 from bench import codec_bench, e2e_bench, layout_bench, s3_bench
 
@@ -20,6 +21,11 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown suite(s) {sorted(unknown)}; choose from {', '.join(SUITES)}")
     summary = []
+    # the s3 suite's moto accepts any credentials; they must be in the environment before the
+    # first Spark session starts (its Python workers inherit the JVM's environment)
+    for key, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                       "AWS_EC2_METADATA_DISABLED": "true"}.items():  # fmt: skip
+        os.environ.setdefault(key, value)
     # in SUITES order: e2e's session must be the process's first (its JVM writer jars load
     # only with the first SparkContext)
     for name in [s for s in SUITES if s in (args.suites or SUITES)]:

@@ -154,9 +154,6 @@ def run() -> list[tuple[str, float]]:
 
     logging.getLogger("jobs").setLevel(logging.WARNING)
     os.environ["JOBS_TASK_LOG_LEVEL"] = "WARNING"
-    for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                 "AWS_EC2_METADATA_DISABLED": "true"}.items():  # fmt: skip
-        os.environ.setdefault(k, v)
     data = _dataset()
     moto, moto_url = _moto()
     proxy, proxy_url = _shaped(moto_url)

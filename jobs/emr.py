@@ -153,20 +153,26 @@ def upload(sub: Submission, store: Store) -> None:
         store.put(loc, content.read_bytes() if isinstance(content, Path) else content)
 
 
-def release(label: str) -> tuple[int, int, int] | None:
-    m = re.fullmatch(r"emr-(\d+)\.(\d+)\.(\d+)", label or "")
-    return tuple(int(x) for x in m.groups()) if m else None
+def release(label: str) -> tuple[str, tuple[int, int, int]] | None:
+    """("emr", (7, 5, 0)) for emr-7.5.0; ("emr-spark", (8, 0, 0)) for emr-spark-8.0.0."""
+    m = re.fullmatch(r"(emr|emr-spark)-(\d+)\.(\d+)\.(\d+)", label or "")
+    return (m.group(1), tuple(int(x) for x in m.groups()[1:])) if m else None
 
 
 def check_release(client, cluster_id: str) -> str:
-    """Refuse a cluster whose nodes cannot run the artifact, before anything is uploaded."""
+    """Refuse a cluster whose nodes cannot run the artifact, before anything is uploaded: the
+    PEX runs on /usr/bin/python3.11 under Spark 3.5 (EMR 7.1+) or Spark 4.0 (emr-spark-8)."""
     label = client.describe_cluster(ClusterId=cluster_id)["Cluster"].get("ReleaseLabel", "")
-    version = release(label)
-    if version is None or not (MIN_RELEASE <= version < (8, 0, 0)):
+    found = release(label)
+    ok = found is not None and (
+        (found[0] == "emr" and MIN_RELEASE <= found[1] < (8, 0, 0))
+        or (found[0] == "emr-spark" and (8, 0, 0) <= found[1] < (9, 0, 0))
+    )
+    if not ok:
         raise ConfigError(
             f"cluster {cluster_id} runs {label or 'an unknown release'}: the packaged artifact "
             "needs EMR 7.1.0 or a later 7.x release (Spark 3.5 with /usr/bin/python3.11 on every "
-            "node; emr-7.0.0 has only Python 3.9)"
+            "node; emr-7.0.0 has only Python 3.9), or emr-spark-8.x (Spark 4.0)"
         )
     return label
 

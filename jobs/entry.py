@@ -1,6 +1,7 @@
 """spark-submit entry script (shipped as dist/main.py): the same CLI as `python -m jobs`.
 
-spark-submit --files jobs.pex,job.yaml --conf spark.pyspark.python=./jobs.pex ... main.py run --config job.yaml
+spark-submit --files jobs.pex,job.yaml --conf spark.pyspark.python=./jobs.pex ...
+    main.py run --config job.yaml
 """
 
 import sys

@@ -233,7 +233,8 @@ class Conversion:
         cfg = self.config
         inventories = self._inventories()
         first = next(iter(inventories.values()), None)
-        ansi = self.spark.conf.get("spark.sql.ansi.enabled", "false").lower() == "true"
+        # no default of ours: unset, the session's own default holds (false on 3.5, true on 4.0)
+        ansi = (self.spark.conf.get("spark.sql.ansi.enabled") or "false").lower() == "true"
         read = choose_read_path(cfg, first, ansi)
         if read.path == "direct":
             tasks = self._direct_tasks(inventories)

@@ -306,6 +306,7 @@ def _vector_rows(rng, kind: str, n: int = 300):
     return rows, d
 
 
+@pytest.mark.spark35
 @pytest.mark.parametrize("kind", ["dense", "sparse"])
 @pytest.mark.parametrize("path", ["direct", "spark"])
 def test_vectors_as_the_sagemaker_spark_jvm_writer_writes_them(spark, tmp_path, path, kind):

@@ -111,8 +111,11 @@ def test_two_submissions_never_share_a_key_for_different_content(
 
 
 @pytest.mark.aws
-def test_step_is_added_to_a_cluster_with_its_arguments(moto_server, bucket, tmp_path, capsys):
-    emr, cluster = _cluster(moto_server)
+@pytest.mark.parametrize("release", ["emr-7.1.0", "emr-7.5.0", "emr-spark-8.0.0"])
+def test_step_is_added_to_a_cluster_with_its_arguments(
+    moto_server, bucket, tmp_path, capsys, release
+):
+    emr, cluster = _cluster(moto_server, release)
     argv = ["emr-step", "--cluster-id", cluster, "--config", CONF, "--dist", str(_dist(tmp_path))]
     assert main(argv + _sets(moto_server, bucket)) == 0
     recorded = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -125,7 +128,7 @@ def test_step_is_added_to_a_cluster_with_its_arguments(moto_server, bucket, tmp_
 
 
 @pytest.mark.aws
-@pytest.mark.parametrize("release", ["emr-7.0.0", "emr-6.15.0"])
+@pytest.mark.parametrize("release", ["emr-7.0.0", "emr-6.15.0", "emr-spark-9.0.0"])
 def test_a_cluster_that_cannot_run_the_artifact_is_refused_before_upload(
     moto_server, bucket, tmp_path, capsys, release
 ):
@@ -133,7 +136,7 @@ def test_a_cluster_that_cannot_run_the_artifact_is_refused_before_upload(
     argv = ["emr-step", "--cluster-id", cluster, "--config", CONF, "--dist", str(_dist(tmp_path))]
     assert main(argv + _sets(moto_server, bucket)) == 2
     err = capsys.readouterr().err
-    assert f"runs {release}" in err and "needs EMR 7.1.0" in err
+    assert f"runs {release}" in err and "needs EMR 7.1.0" in err and "emr-spark-8" in err
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
     assert not emr.list_steps(ClusterId=cluster)["Steps"]

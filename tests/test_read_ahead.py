@@ -12,7 +12,7 @@ import pytest
 from helpers import write_columns
 
 from jobs.errors import InputError
-from jobs.parquet import Piece, ahead, discover, read_pieces
+from jobs.parquet import Piece, _read_pieces, _scan_options, ahead, discover, read_pieces
 from jobs.settings import S3Settings
 
 
@@ -67,7 +67,9 @@ def test_a_consumer_that_stops_early_stops_the_reader():
     assert _threads() == 0
 
 
-def test_read_ahead_reads_the_same_batches(tmp_path):
+def test_read_ahead_and_small_ranges_read_the_same_batches(tmp_path):
+    """What S3 inputs get (a reader thread, 1 MB ranges, 4 in flight) reads exactly what a
+    plain inline read with pyarrow's defaults does."""
     rng = np.random.default_rng(3)
     x = rng.random((5000, 20), dtype=np.float32)
     src = write_columns(tmp_path / "in", x, rng.integers(0, 2, 5000), files=3,
@@ -75,7 +77,14 @@ def test_read_ahead_reads_the_same_batches(tmp_path):
     inv = discover([src], S3Settings())
     pieces = [Piece(f) for f in inv.files] + [Piece(inv.files[0], (0, 2))]
     cols = [str(j) for j in range(20)] + ["target"]
-    plain = list(read_pieces(pieces, S3Settings(), inv.schema, cols, 512))
-    early = list(read_pieces(pieces, S3Settings(), inv.schema, cols, 512, read_ahead=2))
+    plain = list(_read_pieces(pieces, S3Settings(), inv.schema, cols, 512, _scan_options(1, 32)))
+    early = list(ahead(
+        _read_pieces(pieces, S3Settings(), inv.schema, cols, 512, _scan_options(4, 1)), 2
+    ))  # fmt: skip
     assert len(plain) == len(early) > 9
     assert pa.Table.from_batches(plain).equals(pa.Table.from_batches(early))
+    # local files are read inline whatever the settings (no latency to hide)
+    local = read_pieces(pieces, S3Settings(), inv.schema, cols, 512, read_ahead=2)
+    next(local)
+    assert _threads() == 0
+    local.close()

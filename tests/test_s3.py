@@ -216,7 +216,9 @@ def _upload_dir(s3, bucket, local, prefix):
 
 
 @pytest.mark.spark
-@pytest.mark.parametrize("path, scheme", [("direct", "s3"), ("spark", "s3a")])
+@pytest.mark.parametrize(
+    "path, scheme", [("direct", "s3"), pytest.param("spark", "s3a", marks=pytest.mark.spark35)]
+)
 def test_parquet_on_s3_to_shards_on_s3(spark, s3, bucket, tmp_path, path, scheme):
     rng = np.random.default_rng(1)
     x = rng.random((4000, 400), dtype=np.float32)  # 6.4 MB of dense records: two parts

@@ -388,3 +388,39 @@ def test_non_numeric_columns_left_out_are_named_in_one_log_line(spark, tmp_path,
     assert lines == [
         "features: 3 numeric columns; left out as not numeric: 'name' (string), 'day' (string)"
     ]
+
+
+@pytest.mark.spark
+def test_the_sessions_own_ansi_default_decides_on_both_paths(spark, tmp_path):
+    """Left unset, spark.sql.ansi.enabled is what the Spark version says (3.5: off, 4.0: on).
+    CAST(1000 AS TINYINT) wraps without ANSI — both paths keep the same rows — and fails with
+    it: the direct path will not evaluate a filter that can fail (read.path: direct is refused
+    naming it; auto hands it to Spark), and Spark fails on the row."""
+    spark.conf.unset("spark.sql.ansi.enabled")  # other tests set it on the shared session
+    ansi = spark.conf.get("spark.sql.ansi.enabled").lower() == "true"
+    src = tmp_path / "in"
+    src.mkdir()
+    a = np.array([1, 2, 1000, 3], dtype=np.int32)
+    pq.write_table(
+        pa.table({"a": a, "f": np.ones(4, np.float32), "target": np.array([0, 1, 0, 1])}),
+        src / "part-0.parquet",
+    )
+    outcomes = {}
+    for path in ("direct", "auto", "spark"):
+        cfg = config(**{
+            "input.paths.train": str(src), "output.path": str(tmp_path / path),
+            "input.filter": "CAST(a AS TINYINT) > 0", "select.features": "{columns: [f]}",
+            "read.path": path, "output.encoding": "dense",
+        })  # fmt: skip
+        try:
+            meta = convert(cfg, spark)
+            outcomes[path] = (meta.read_path, meta.channels["train"].rows)
+        except (ConfigError, InputError, StorageError) as exc:
+            outcomes[path] = str(exc)
+    if ansi:
+        assert "can fail in an ANSI-mode filter" in outcomes["direct"], outcomes
+        for path in ("auto", "spark"):
+            assert "CAST_OVERFLOW" in outcomes[path] or "overflow" in outcomes[path], outcomes
+    else:
+        # 1000 wraps to -24 as a TINYINT: three rows kept, on either path
+        assert outcomes == {"direct": ("direct", 3), "auto": ("direct", 3), "spark": ("spark", 3)}

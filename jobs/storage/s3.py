@@ -28,11 +28,13 @@ class S3Uploads:
     """One task's uploads, shared by its shards: at most ``parts_in_flight`` parts on the wire
     across all of them, and each closed shard completed in the background once its parts are
     up, so the task reads and encodes the next shard meanwhile. Memory: (parts_in_flight + 1)
-    parts per task, and one more while a closed shard waits to send its last part. ``finish()`` waits for every shard and raises the first failure; a shard
-    that fails, or is still completing when ``abort()`` is called, is aborted, never
-    completed. With ``parts_in_flight: 1`` everything happens in the task's own thread, one
-    part at a time, and a shard is complete when ``close()`` returns (the writer before
-    parallel uploads, kept as the benchmark's baseline)."""
+    parts per task, and one more while a closed shard waits to send its last part.
+
+    ``finish()`` waits for every shard and raises the first failure; a shard that fails, or is
+    still completing when ``abort()`` is called, is aborted, never completed. With
+    ``parts_in_flight: 1`` everything happens in the task's own thread, one part at a time, and
+    a shard is complete when ``close()`` returns (the writer before parallel uploads, kept as
+    the benchmark's baseline)."""
 
     def __init__(self, settings, client=None):
         self.settings = settings
