@@ -28,23 +28,30 @@ def test_multipart_shard_is_assembled_whole(s3, bucket, s3_settings):
     assert not pending_uploads(s3, bucket)
 
 
-def test_parts_upload_concurrently_and_assemble_in_order(s3, bucket, s3_settings):
-    """Up to parts_in_flight parts are on the wire at once (each request held 0.2 s by a
-    botocore hook on the real client); the object is still the bytes in order."""
-    import dataclasses
+def _on_the_wire(hold: float):
+    """A before-send hook holding each request ``hold`` seconds, and the most it saw at once."""
     import threading
     import time
 
     lock, now, peak = threading.Lock(), [0], [0]
 
-    def slow(**kwargs):
+    def hook(**kwargs):
         with lock:
             now[0] += 1
             peak[0] = max(peak[0], now[0])
-        time.sleep(0.2)
+        time.sleep(hold)
         with lock:
             now[0] -= 1
 
+    return hook, peak
+
+
+def test_parts_upload_concurrently_and_assemble_in_order(s3, bucket, s3_settings):
+    """Up to parts_in_flight parts are on the wire at once (each request held 0.2 s by a
+    botocore hook on the real client); the object is still the bytes in order."""
+    import dataclasses
+
+    slow, peak = _on_the_wire(0.2)
     s3.meta.events.register("before-send.s3.UploadPart", slow)
     data = np.random.default_rng(1).bytes(31 << 20)
     dest = Location.parse(f"s3://{bucket}/run/data/train/part-00000-000.recordio")
@@ -93,20 +100,12 @@ def test_a_task_s_shards_share_one_window_and_complete_in_the_background(s3, buc
     """Three shards of one task: never more than parts_in_flight parts on the wire across
     them, and the next shard's parts go up while the previous shard is still completing."""
     import dataclasses
-    import threading
     import time
 
     from jobs.storage.s3 import S3Uploads
 
-    lock, now, peak, order = threading.Lock(), [0], [0], []
-
-    def part(request, **kwargs):
-        with lock:
-            now[0] += 1
-            peak[0] = max(peak[0], now[0])
-        time.sleep(0.1)
-        with lock:
-            now[0] -= 1
+    part, peak = _on_the_wire(0.1)
+    order = []
 
     def complete(params, **kwargs):
         order.append(("complete-start", params["Key"]))
