@@ -31,7 +31,7 @@ import yaml
 
 from . import aws
 from .errors import ConfigError, JobError
-from .storage import Location, Store
+from .storage import Location, Store, open_shard
 
 PEX = "jobs.pex"
 ENTRY = "main.py"
@@ -47,7 +47,6 @@ class Submission:
 
     id: str
     config: object  # the resolved JobConfig
-    config_text: str
     files: dict[str, tuple[str, bytes | Path]]  # kind → (s3 uri, content or file)
 
     def uri(self, kind: str) -> str:
@@ -118,7 +117,7 @@ def prepare(config, dist: str, now: datetime | None = None) -> Submission:
         ("config", CONFIG, text.encode()),
     ):
         files[kind] = (base.join(f"{kind}/{_digest(content)}/{name}").uri, content)
-    return Submission(sub_id, resolved, text, files)
+    return Submission(sub_id, resolved, files)
 
 
 def step_definition(config, sub: Submission) -> dict:
@@ -150,7 +149,12 @@ def upload(sub: Submission, store: Store) -> None:
         loc = Location.parse(uri)
         if store.exists(loc):
             continue
-        store.put(loc, content.read_bytes() if isinstance(content, Path) else content)
+        if isinstance(content, Path):  # the PEX: streamed as a multipart upload, not read whole
+            with content.open("rb") as f, open_shard(loc, store.settings) as w:
+                for block in iter(lambda: f.read(16 << 20), b""):
+                    w.write(block)
+        else:
+            store.put(loc, content)
 
 
 def release(label: str) -> tuple[str, tuple[int, int, int]] | None:

@@ -186,12 +186,8 @@ class S3ShardWriter(ShardWriter):
 
     def _discard(self) -> None:
         if self._own:
-            self._uploads.abort()  # its parts still sending end first
-        else:
-            for future in self._pending:
-                future.cancel()
-            wait(self._pending)  # no part may land after the abort
-        self._abort_upload()
+            self._uploads.abort()
+        self._abort_upload()  # after the parts still sending end
 
     def _abort_upload(self) -> None:
         if self._upload_id is None:
