@@ -3,11 +3,12 @@
 import argparse
 import os
 
-from bench import codec_bench, e2e_bench, layout_bench, s3_bench
+from bench import codec_bench, e2e_bench, layout_bench, ml_bench, s3_bench
 
 SUITES = {
     "codec": codec_bench.run,
     "e2e": lambda: list(e2e_bench.run().items()),
+    "ml": ml_bench.run,
     "layout": layout_bench.run,
     "s3": s3_bench.run,
 }
@@ -26,8 +27,8 @@ def main() -> None:
     for key, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                        "AWS_EC2_METADATA_DISABLED": "true"}.items():  # fmt: skip
         os.environ.setdefault(key, value)
-    # in SUITES order: e2e's session must be the process's first (its JVM writer jars load
-    # only with the first SparkContext)
+    # in SUITES order: e2e's and ml's session must be the process's first (the JVM writer's jars
+    # load only with the first SparkContext); ml stops it
     for name in [s for s in SUITES if s in (args.suites or SUITES)]:
         summary += SUITES[name]()
     print("\nSummary (ours / reference, same run):")

@@ -68,6 +68,7 @@ class Plan:
     feature_dim: int
     encoding: str  # dense | sparse
     sampled_density: float | None
+    declared: bool = False  # feature_dim is the size the vector column's metadata declares
 
 
 def choose_read_path(config: JobConfig, inventory: Inventory | None, ansi: bool) -> ReadChoice:
@@ -201,11 +202,16 @@ def selector(
     return Selector(names if layout == "columns" else None, d, **(settings | overrides))
 
 
-def decide(config: JobConfig, read: ReadChoice, layout: str, names: list[str], sample) -> Plan:
-    """feature_dim (from the columns, or the sampled array/vector), and the encoding: the one
-    configured, or by the density measured on ``sample`` (an Arrow batch or None)."""
+def decide(
+    config: JobConfig, read: ReadChoice, layout: str, names: list[str], sample, declared=None
+) -> Plan:
+    """feature_dim (from the columns, the size the vector column ``declared``, or the sampled
+    array/vector), and the encoding: the one configured, or by the density measured on
+    ``sample`` (an Arrow batch or None)."""
     if layout == "columns":
         d = len(names)
+    elif declared is not None:
+        d = declared
     elif sample is None:
         raise InputError("the input has no rows, so the feature dimension is unknown")
     else:
@@ -232,7 +238,7 @@ def decide(config: JobConfig, read: ReadChoice, layout: str, names: list[str], s
                 f"output.encoding dense: records of {d:,} features would exceed RecordIO's "
                 f"2^29-byte record limit; use output.encoding: sparse"
             ) from None
-    return Plan(read, layout, names, d, encoding, density)
+    return Plan(read, layout, names, d, encoding, density, declared is not None)
 
 
 def _density(config, read, layout, names, sample, d) -> float:
@@ -243,6 +249,14 @@ def _density(config, read, layout, names, sample, d) -> float:
     sel = selector(config, read, layout, names, d, "sparse", labelled=False, invalid="zero")
     rows = sel.rows(sample.select([c for c in sample.schema.names if c != LABEL]), "the sample")
     return rows.nnz() / max(len(rows) * d, 1)
+
+
+def declared_size(metadata: dict) -> int | None:
+    """The size Spark ML declares for a Vector column in its ``ml_attr`` metadata (what
+    VectorAssembler, HashingTF, CountVectorizer, OneHotEncoder... write, and Parquet keeps); every
+    row is still checked against it."""
+    n = (metadata or {}).get("ml_attr", {}).get("num_attrs")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def _dim_of(col, name: str) -> int:

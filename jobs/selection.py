@@ -80,6 +80,7 @@ class Selector:
         sparse_output: bool = False,
         features_column: str = FEATURES,
         features_name: str | None = None,
+        size_from: str = "",
     ):
         # feature_columns name the features; they are read one by one unless ``assembled``
         # (Spark built them into one array column, FEATURES) or None (an array/vector column)
@@ -97,6 +98,7 @@ class Selector:
         # one array or vector column: its name in the batch, and as the user named it
         self.features_column = features_column
         self.features_name = features_name or features_column
+        self.size_from = size_from  # where a vector's size d came from, for the error
 
     def rows(self, batch: pa.RecordBatch, where: str) -> Rows:
         """The batch's rows, checked; ``where`` (a file or partition) goes into every error."""
@@ -248,10 +250,13 @@ class Selector:
             seen = np.unique(width[odd])[:5].tolist()
             raise InputError(
                 f"column {self.features_name!r}: feature vectors of different sizes: "
-                f"{_rows(int(odd.sum()))} in {where} with a size other than {self.d} "
-                f"(sizes seen: {seen})"
+                f"{_rows(int(odd.sum()))} in {where} with a size other than {self.d}"
+                f"{self.size_from} (sizes seen: {seen})"
             )
         values, _ = _float32(vals.flatten())
+        if valid.all() and (sparse.all() or not sparse.any()):
+            self._one_kind(sub, values, lens, bool(sparse.all()), out)
+            return
         starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
         idx = np.arange(values.size, dtype=np.int64) - np.repeat(starts, lens)
         in_sparse = np.repeat(sparse, lens)
@@ -268,6 +273,30 @@ class Selector:
             out.dense = np.zeros((n, self.d), np.float32)
             out.dense[row_of, idx] = values
         bad |= ~valid
+
+    def _one_kind(self, col, values, lens, sparse: bool, out: Rows) -> None:
+        """A batch of only SparseVectors or only DenseVectors, none null (what Spark's own
+        transformers write): straight from the Arrow buffers, no per-value row bookkeeping."""
+        n, d = len(col), self.d
+        if sparse:
+            indices = col.field("indices").flatten().to_numpy(zero_copy_only=False)
+            indptr = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
+            if self.sparse_output:  # every stored entry stays, explicit zeros included
+                out.indptr, out.indices, out.values = indptr, indices, values
+            else:
+                out.dense = np.zeros((n, d), np.float32)
+                out.dense[np.repeat(np.arange(n), lens), indices] = values
+            return
+        x = values.reshape(n, d)
+        if not x.flags.writeable:
+            x = x.copy()
+        if self.sparse_output:  # a DenseVector's zeros are not stored entries
+            mask = x != 0
+            out.indptr = np.concatenate(([0], np.cumsum(mask.sum(axis=1)))).astype(np.int64)
+            out.indices = np.nonzero(mask)[1]
+            out.values = x[mask]
+        else:
+            out.dense = x
 
     def _check_labels(self, labels: np.ndarray, where: str) -> None:
         if self.predictor_type == "binary_classifier":

@@ -37,6 +37,7 @@ from .planning import (
     arrow_columns,
     choose_read_path,
     decide,
+    declared_size,
     resolve_features,
     selector,
 )
@@ -59,6 +60,7 @@ from .task import (
 log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 10_000
+SAMPLE_BYTES = 8 << 20  # the Spark path ships its sample to the driver
 KILLED_ATTEMPT_GRACE_S = 3.0  # spark.python.task.killTimeout (2 s) and a margin
 
 
@@ -188,7 +190,13 @@ class Conversion:
             run_id=self.layout.run_id,
             s3=cfg.s3,
             selector=selector(
-                cfg, plan.read, plan.layout, plan.columns, plan.feature_dim, plan.encoding
+                cfg,
+                plan.read,
+                plan.layout,
+                plan.columns,
+                plan.feature_dim,
+                plan.encoding,
+                size_from=" (the size its ml_attr metadata declares)" if plan.declared else "",
             ),
             filter=plan.read.filter,
             encoding=plan.encoding,
@@ -322,11 +330,15 @@ class Conversion:
         columns = _spark_columns(next(iter(frames.values())).schema)
         label_cols = referenced_columns(cfg.select.label or "", [c.name for c in columns])
         layout, names = resolve_features(cfg.select.features, columns, label_cols)
+        first = next(iter(frames.values()))
+        declared = declared_size(first.schema[names[0]].metadata) if layout == "vector" else None
         frames = {c: self._select(df, layout, names) for c, df in frames.items()}
-        # numeric columns give d without data: sample only when auto needs the density
-        needed = layout != "columns" or cfg.output.encoding == "auto"
+        # numeric columns, and vectors Spark ML declared a size for, give d without data:
+        # a Spark job to sample runs only when d is unknown or auto needs the density
+        known = layout == "columns" or declared is not None
+        needed = not known or cfg.output.encoding == "auto"
         sample = self._spark_sample(next(iter(frames.values()))) if needed else None
-        plan = decide(cfg, read, layout, names, sample)
+        plan = decide(cfg, read, layout, names, sample, declared)
         return plan, functools.partial(self._run_spark, frames=frames)
 
     def _spark_frames(self, inventories):
@@ -375,19 +387,24 @@ class Conversion:
         return None
 
     def _spark_sample(self, df) -> pa.RecordBatch | None:
-        """Up to SAMPLE_ROWS rows of the selected FEATURES column, fetched through Arrow."""
-        rows = df.select(FEATURES).limit(SAMPLE_ROWS)
+        """Up to SAMPLE_ROWS rows of the selected FEATURES column, fetched through Arrow from
+        the first partition that has any. (A ``limit`` before ``mapInArrow`` would be a global
+        limit, which scans every partition: the whole input, VectorAssemblers and all.)"""
 
         def grab(batches):
             for b in batches:
-                if b.num_rows:
+                if b.num_rows:  # at most SAMPLE_ROWS rows and about SAMPLE_BYTES
+                    per_row = max(b.nbytes // b.num_rows, 1)
+                    b = b.slice(0, max(1, min(SAMPLE_ROWS, SAMPLE_BYTES // per_row)))
                     yield pa.RecordBatch.from_pydict(
                         {
                             "ipc": [b.serialize().to_pybytes()],
                             "schema": [b.schema.serialize().to_pybytes()],
                         }
                     )
+                    return
 
+        rows = df.select(FEATURES)
         got = rows.mapInArrow(grab, "ipc binary, schema binary").limit(1).collect()
         if not got:
             return None

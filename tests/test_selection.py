@@ -138,3 +138,36 @@ def test_what_the_translator_cannot_evaluate_names_why(text, reason):
 
 def test_referenced_columns_match_names_case_insensitively():
     assert referenced_columns("coalesce(Target, 0) = 1", ["target", "x"]) == ["target"]
+
+
+@pytest.mark.parametrize("sparse_output", [False, True])
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_one_kind_batches_select_as_mixed_batches_do(kind, sparse_output):
+    """Batches of only DenseVectors or only SparseVectors take a shortcut; the rows it gives must
+    be those the general path gives the same rows inside a mixed batch."""
+    rng = np.random.default_rng(3)
+    d, rows = 7, []
+    for _ in range(50):
+        if kind == "dense":
+            v = rng.standard_normal(d)
+            v[rng.random(d) < 0.4] = 0.0
+            v[rng.random(d) < 0.1] = -0.0
+            rows.append({"type": 1, "size": None, "indices": None, "values": v.tolist()})
+        else:
+            idx = np.sort(rng.choice(d, int(rng.integers(0, d + 1)), replace=False))
+            vals = rng.standard_normal(idx.size)
+            vals[rng.random(idx.size) < 0.3] = 0.0  # stored zeros
+            rows.append({"type": 0, "size": d, "indices": idx.tolist(), "values": vals.tolist()})
+    other = {"type": 1 - rows[0]["type"], "size": d, "indices": [1], "values": [3.0]}
+    if other["type"] == 1:
+        other = {"type": 1, "size": None, "indices": None, "values": [3.0] * d}
+    sel = _selector(columns=None, d=d, assembled=True, sparse_output=sparse_output)
+    alone = sel.rows(_vectors(*rows), "p")
+    mixed = sel.rows(_vectors(other, *rows), "p")
+    if sparse_output:
+        start = int(mixed.indptr[1])
+        assert (alone.indptr == mixed.indptr[1:] - start).all()
+        assert alone.indices.tolist() == mixed.indices[start:].tolist()
+        assert alone.values.tobytes() == mixed.values[start:].tobytes()
+    else:
+        assert alone.dense.tobytes() == mixed.dense[1:].tobytes()

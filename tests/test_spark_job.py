@@ -189,6 +189,72 @@ def test_vector_columns_dense_and_sparse_on_both_paths(spark, tmp_path, path):
     )
 
 
+def test_a_vector_size_spark_ml_declares_spares_the_sample_job_and_is_checked(spark, tmp_path):
+    """VectorAssembler (like HashingTF, CountVectorizer, OneHotEncoder) declares its output's
+    size in the column's ml_attr metadata: the Spark path takes d from there instead of running
+    a Spark job to sample, and the same rows come out; a declaration the rows contradict is
+    refused, naming the column and where the size came from."""
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.sql import functions as F
+
+    from jobs.planning import declared_size
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((60, 3))
+    x[rng.random(x.shape) < 0.5] = 0.0  # some rows assemble as SparseVectors, some dense
+    df = spark.createDataFrame(
+        [(float(i % 2), *map(float, r)) for i, r in enumerate(x)], ["y", "a", "b", "c"]
+    )
+    assembled = VectorAssembler(inputCols=["a", "b", "c"], outputCol="v").transform(df)
+    assembled = assembled.select("y", "v")
+    assert declared_size(assembled.schema["v"].metadata) == 3
+    bare = assembled.select("y", F.col("v").alias("v", metadata={"ml_attr": {}}))
+    sc = spark.sparkContext
+    tracker = sc.statusTracker()
+    out, planning_jobs = {}, {}
+    for name, frame in (("declared", assembled), ("bare", bare)):
+        out[name] = tmp_path / name
+        group = f"plan-{name}-{tmp_path.name}"
+        sc.setJobGroup(group, "planning jobs of one convert")  # the run's own jobs regroup
+        convert(
+            config(
+                **{
+                    "output.path": str(out[name]),
+                    "select.label": "y",
+                    "select.features.vector": "v",
+                    "output.encoding": "sparse",
+                }
+            ),
+            spark,
+            dataframe=frame,
+        )
+        planning_jobs[name] = len(tracker.getJobIdsForGroup(group))
+    sc.setJobGroup("after", "")
+    assert planning_jobs == {"declared": 0, "bare": 1}
+    got, bare_got = read_run(str(out["declared"])), read_run(str(out["bare"]))
+    np.testing.assert_array_equal(sorted_rows(*got[:2]), sorted_rows(*bare_got[:2]))
+    np.testing.assert_array_equal(sorted_rows(got[0]), sorted_rows(x.astype(np.float32)))
+    lying = assembled.select("y", F.col("v").alias("v", metadata={"ml_attr": {"num_attrs": 5}}))
+    with pytest.raises(
+        InputError,
+        match=r"column 'v': feature vectors of different sizes: \d+ rows in partition \d+ .*with a "
+        r"size other than 5 \(the size its ml_attr metadata declares\) \(sizes seen: \[3\]\)",
+    ):
+        convert(
+            config(
+                **{
+                    "output.path": str(tmp_path / "lying"),
+                    "select.label": "y",
+                    "select.features.vector": "v",
+                    "output.encoding": "sparse",
+                }
+            ),
+            spark,
+            dataframe=lying,
+        )
+    assert not (tmp_path / "lying" / "run.json").exists()
+
+
 def test_split_routes_every_row_to_exactly_one_channel(spark, tmp_path):
     x, y = _data(n=1000, d=4)
     x[:, 0] = np.arange(1000)  # a row id
