@@ -146,6 +146,26 @@ def test_large_sparse_batch_spans_several_chunks_and_matches_the_sdk():
     assert bytes(codec.encode_sparse(m.indptr, m.indices, m.data, 300)) == sdk_sparse(m)
 
 
+@pytest.mark.parametrize("shape", ["one width", "widths part mid-record"])
+def test_rows_written_column_by_column_match_the_sdk(shape):
+    """While every row's header fields have one width the encoder writes them as columns; keys of
+    1 and 3 bytes in alternate rows make the key-bytes length 1 or 2 bytes wide, so the rows
+    part ways mid-record, after the uniform fields."""
+    rng = np.random.default_rng(5)
+    n, k, n_cols = 9_000, 50, 2_000_000
+    rows = []
+    for i in range(n):
+        lo, hi = (0, 127) if shape != "one width" and i % 2 else (16_384, n_cols)
+        rows.append(np.sort(rng.choice(np.arange(lo, hi), k, replace=False)))
+    indices = np.concatenate(rows).astype(np.int32)
+    indptr = np.arange(n + 1) * k
+    values = rng.standard_normal(indices.size).astype(np.float32)
+    y = rng.integers(0, 2, n).astype(np.float32)
+    m = sp.csr_matrix((values, indices, indptr), shape=(n, n_cols))
+    got = bytes(codec.encode_sparse(indptr, indices, values, n_cols, y))
+    assert got == sdk_sparse(m, y)
+
+
 def test_other_dtypes_are_written_as_float32():
     x = np.arange(12, dtype=np.float64).reshape(3, 4)
     assert bytes(codec.encode_dense(x)) == sdk_dense(x.astype(np.float32))

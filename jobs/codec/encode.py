@@ -45,14 +45,27 @@ def _varint_bytes(values: np.ndarray, lens: np.ndarray) -> np.ndarray:
 
 
 class _RowWriter:
-    """Writes per-row fields of varying width side by side into a (rows, width) byte matrix."""
+    """Writes per-row fields of varying width side by side into a (rows, width) byte matrix.
+
+    While every row's cursor is at the same column (``at``), fields of one width are written as
+    column slices; once widths differ, per-row positions take over."""
 
     def __init__(self, n: int, width: int):
         self.mat = np.zeros((n, width), dtype=np.uint8)
         self.cursor = np.zeros(n, dtype=np.int64)
         self._rows = np.arange(n)
+        self.at: int | None = 0
 
     def const(self, data: bytes, where: np.ndarray | None = None) -> None:
+        if where is not None and where.all():
+            where = None
+        if where is None and self.at is not None:
+            self.mat[:, self.at : self.at + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            self.at += len(data)
+            self.cursor += len(data)
+            return
+        if where is not None:
+            self.at = None
         rows = self._rows if where is None else self._rows[where]
         start = self.cursor[rows]
         for j, byte in enumerate(data):  # a loop over the constant's bytes, not over rows
@@ -72,18 +85,37 @@ class _RowWriter:
         self.const_rows(values.astype("<u4").view(np.uint8).reshape(-1, 4))
 
     def const_rows(self, data: np.ndarray) -> None:
-        for j in range(data.shape[1]):
-            self.mat[self._rows, self.cursor + j] = data[:, j]
+        if self.at is not None:
+            self.mat[:, self.at : self.at + data.shape[1]] = data
+            self.at += data.shape[1]
+        else:
+            for j in range(data.shape[1]):
+                self.mat[self._rows, self.cursor + j] = data[:, j]
         self.cursor += data.shape[1]
 
     def varint(self, values: np.ndarray, where: np.ndarray | None = None) -> None:
+        if where is not None and where.all():
+            where = None
         rows = self._rows if where is None else self._rows[where]
         values = values.astype(np.uint64)
         if where is not None:
             values = values[where]
         lens = _varint_len(values)
+        if not lens.size:
+            return
+        top = int(lens.max())
+        if where is None and self.at is not None and int(lens.min()) == top:
+            for j in range(top):
+                byte = ((values >> np.uint64(7 * j)) & np.uint64(0x7F)).astype(np.uint8)
+                if j + 1 < top:
+                    byte |= 0x80
+                self.mat[:, self.at + j] = byte
+            self.at += top
+            self.cursor += top
+            return
+        self.at = None
         start = self.cursor[rows]
-        for j in range(int(lens.max()) if lens.size else 0):
+        for j in range(top):
             sel = lens > j
             byte = ((values[sel] >> np.uint64(7 * j)) & np.uint64(0x7F)).astype(np.uint8)
             byte[lens[sel] > j + 1] |= 0x80
