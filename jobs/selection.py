@@ -254,14 +254,15 @@ class Selector:
                 f"{self.size_from} (sizes seen: {seen})"
             )
         values, _ = _float32(vals.flatten())
+        indices = self._sparse_indices(sub.field("indices"), sparse, lens, where)
         if valid.all() and (sparse.all() or not sparse.any()):
-            self._one_kind(sub, values, lens, bool(sparse.all()), out)
+            self._one_kind(values, indices, lens, bool(sparse.all()), out)
             return
         starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
         idx = np.arange(values.size, dtype=np.int64) - np.repeat(starts, lens)
         in_sparse = np.repeat(sparse, lens)
         if in_sparse.any():
-            idx[in_sparse] = sub.field("indices").flatten().to_numpy(zero_copy_only=False)
+            idx[in_sparse] = indices
         row_of = np.flatnonzero(valid)[np.repeat(np.arange(len(sub)), lens)]
         if self.sparse_output:
             keep = in_sparse | (values != 0)
@@ -274,12 +275,33 @@ class Selector:
             out.dense[row_of, idx] = values
         bad |= ~valid
 
-    def _one_kind(self, col, values, lens, sparse: bool, out: Rows) -> None:
+    def _sparse_indices(self, field, sparse, lens, where: str) -> np.ndarray:
+        """The SparseVectors' indices, flat; refused unless each has one per value, in
+        0..size-1, as Spark's SparseVector requires (files written by other tools may not)."""
+        ilens = field.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+        indices = field.flatten().to_numpy(zero_copy_only=False)
+        name = f"column {self.features_name!r}"
+        odd = np.where(sparse, ilens != lens, ilens != 0)  # a DenseVector stores no indices
+        if odd.any():
+            raise InputError(
+                f"{name}: {_rows(int(odd.sum()))} in {where} with vector indices that do not "
+                "match its values (a SparseVector needs one index per value)"
+            )
+        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= self.d):
+            outside = (indices < 0) | (indices >= self.d)
+            rows = np.unique(np.repeat(np.arange(ilens.size), ilens)[outside])
+            seen = np.unique(indices[outside])[:5].tolist()
+            raise InputError(
+                f"{name}: {_rows(rows.size)} in {where} with a SparseVector index outside "
+                f"0..{self.d - 1} (indices seen: {seen})"
+            )
+        return indices
+
+    def _one_kind(self, values, indices, lens, sparse: bool, out: Rows) -> None:
         """A batch of only SparseVectors or only DenseVectors, none null (what Spark's own
         transformers write): straight from the Arrow buffers, no per-value row bookkeeping."""
-        n, d = len(col), self.d
+        n, d = lens.size, self.d
         if sparse:
-            indices = col.field("indices").flatten().to_numpy(zero_copy_only=False)
             indptr = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
             if self.sparse_output:  # every stored entry stays, explicit zeros included
                 out.indptr, out.indices, out.values = indptr, indices, values

@@ -171,3 +171,19 @@ def test_one_kind_batches_select_as_mixed_batches_do(kind, sparse_output):
         assert alone.values.tobytes() == mixed.values[start:].tobytes()
     else:
         assert alone.dense.tobytes() == mixed.dense[1:].tobytes()
+
+
+@pytest.mark.parametrize("sparse_output", [False, True])
+def test_sparse_vectors_spark_could_not_have_built_are_refused_by_name(sparse_output):
+    """Spark's SparseVector keeps indices in 0..size-1, one per value; a file written by another
+    tool may not, and must not wrap around (numpy's -1) or crash the task into retries."""
+    sel = _selector(columns=None, d=3, assembled=True, sparse_output=sparse_output)
+    for bad, message in (
+        ({"type": 0, "size": 3, "indices": [0, 3], "values": [1.0, 2.0]}, r"index outside 0\.\.2 "
+         r"\(indices seen: \[3\]\)"),
+        ({"type": 0, "size": 3, "indices": [-1], "values": [1.0]}, r"indices seen: \[-1\]"),
+        ({"type": 0, "size": 3, "indices": [0, 1], "values": [1.0]}, "one index per value"),
+    ):  # fmt: skip
+        for batch in (_vectors(SPARSE, bad), _vectors(DENSE, SPARSE, bad)):  # both code paths
+            with pytest.raises(InputError, match=rf"column '{FEATURES}': 1 row in p .*{message}"):
+                sel.rows(batch, "p")
