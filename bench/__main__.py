@@ -29,8 +29,11 @@ def main() -> None:
         os.environ.setdefault(key, value)
     # in SUITES order: e2e's and ml's session must be the process's first (the JVM writer's jars
     # load only with the first SparkContext); ml stops it
-    for name in [s for s in SUITES if s in (args.suites or SUITES)]:
+    chosen = [s for s in SUITES if s in (args.suites or SUITES)]
+    for name in chosen:
         summary += SUITES[name]()
+        if name == "e2e" and "ml" not in chosen:  # ml would have reused and stopped it
+            e2e_bench.session().stop()
     print("\nSummary (ours / reference, same run):")
     for label, ratio in summary:
         print(f"  {label:<40} {ratio:8.2f}x")
