@@ -301,22 +301,19 @@ class Selector:
         """A batch of only SparseVectors or only DenseVectors, none null (what Spark's own
         transformers write): straight from the Arrow buffers, no per-value row bookkeeping."""
         n, d = lens.size, self.d
-        if sparse:
+        if sparse:  # every stored entry stays in sparse output, explicit zeros included
             indptr = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
-            if self.sparse_output:  # every stored entry stays, explicit zeros included
-                out.indptr, out.indices, out.values = indptr, indices, values
+            csr = Rows(labels=None, indptr=indptr, indices=indices, values=values)
+            if self.sparse_output:
+                out.indptr, out.indices, out.values = csr.indptr, csr.indices, csr.values
             else:
-                out.dense = np.zeros((n, d), np.float32)
-                out.dense[np.repeat(np.arange(n), lens), indices] = values
+                out.dense = to_dense(csr, d)
             return
         x = values.reshape(n, d)
         if not x.flags.writeable:
             x = x.copy()
         if self.sparse_output:  # a DenseVector's zeros are not stored entries
-            mask = x != 0
-            out.indptr = np.concatenate(([0], np.cumsum(mask.sum(axis=1)))).astype(np.int64)
-            out.indices = np.nonzero(mask)[1]
-            out.values = x[mask]
+            out.indptr, out.indices, out.values = to_csr(Rows(labels=None, dense=x))
         else:
             out.dense = x
 

@@ -327,11 +327,11 @@ class Conversion:
                     f"Spark path was chosen ({read.reason}); the direct path reads float16"
                 )
         frames = self._spark_frames(inventories)
-        columns = _spark_columns(next(iter(frames.values())).schema)
+        schema = next(iter(frames.values())).schema
+        columns = _spark_columns(schema)
         label_cols = referenced_columns(cfg.select.label or "", [c.name for c in columns])
         layout, names = resolve_features(cfg.select.features, columns, label_cols)
-        first = next(iter(frames.values()))
-        declared = declared_size(first.schema[names[0]].metadata) if layout == "vector" else None
+        declared = declared_size(schema[names[0]].metadata) if layout == "vector" else None
         frames = {c: self._select(df, layout, names) for c, df in frames.items()}
         # numeric columns, and vectors Spark ML declared a size for, give d without data:
         # a Spark job to sample runs only when d is unknown or auto needs the density
