@@ -150,6 +150,39 @@ def test_a_task_s_shards_share_one_window_and_complete_in_the_background(s3, buc
     assert not pending_uploads(s3, bucket)
 
 
+def test_part_buffers_are_refilled_only_once_their_part_is_up(s3, bucket, s3_settings):
+    """A task reuses its part buffers: 41 MB in 5 MB parts, 2 in flight, every part held on the
+    wire, written in 3 MB pieces that straddle the parts. A buffer refilled before its part was
+    sent would change the bytes on the wire; the object must be the input, and the task must
+    have needed no more buffers than parts in flight plus the one it fills."""
+    import dataclasses
+
+    from jobs.storage.s3 import S3Uploads
+
+    slow, peak = _on_the_wire(0.1)
+    s3.meta.events.register("before-send.s3.UploadPart", slow)
+    settings = dataclasses.replace(s3_settings, parts_in_flight=2)
+    uploads = S3Uploads(settings, client=s3)
+    handed = []
+    take = uploads.buffer
+    uploads.buffer = lambda size: handed.append(take(size)) or handed[-1]  # watch, not change
+    data = np.random.default_rng(3).bytes(41 << 20)
+    dest = Location.parse(f"s3://{bucket}/run/data/train/shard-0")
+    try:
+        w = open_shard(dest, settings, uploads=uploads)
+        for i in range(0, len(data), 3 << 20):
+            w.write(data[i : i + (3 << 20)])
+        w.close()
+        uploads.finish()
+    finally:
+        s3.meta.events.unregister("before-send.s3.UploadPart", slow)
+    assert s3.get_object(Bucket=bucket, Key=dest.key)["Body"].read() == data
+    assert peak[0] == 2
+    assert len(handed) == 9  # 8 full parts and the last one's
+    assert len({id(b) for b in handed}) <= 3
+    assert not pending_uploads(s3, bucket)
+
+
 def test_aborting_a_task_aborts_the_shards_still_completing(s3, bucket, s3_settings):
     import dataclasses
     import time
