@@ -7,8 +7,10 @@ the floor the link allows.
 moto and the proxy share this machine's two cores with Spark: moto alone takes in about 230
 MB/s of parts here, and through the proxy with 16 connections about 90 MB/s. So the link is
 scaled (BENCH_S3_RATE_MB, default 20 MB/s a connection) and the floor is measured, not assumed:
-the time the same link and moto take to carry the same bytes from two processes with as many
-connections, with nothing read or encoded. Ratios carry over to EC2; seconds do not.
+the time the same link and moto take to carry the same bytes into objects (parts sent and
+completed) from two processes with as many connections, with nothing read or encoded. Ratios
+carry over to EC2; seconds do not. The CPU columns say where the two cores went: moto spends
+about 13 CPU seconds per GB it takes in, assembles and serves, cores the job's tasks need too.
 """
 
 from __future__ import annotations
@@ -89,10 +91,12 @@ def _intake(client, bucket: str, parts: int = 16, at_once: int = 8) -> float:
     return rate
 
 
-def _move(url: str, bucket: str, key: str, out_mb: int, threads: int, reads: list) -> None:
-    """One task slot's share of the floor, nothing read or encoded by Spark: ``out_mb`` as
-    16 MB parts on ``threads`` connections, and with ``reads`` ((key, size) of its input
-    files) the same files fetched as 8 MB ranged GETs on 4 more, at the same time."""
+def _move(url: str, bucket: str, prefix: str, shards: list, threads: int, reads: list) -> None:
+    """One task slot's share of the floor, nothing read or encoded by Spark: objects of the
+    sizes of its ``shards`` (bytes), one after another, as 16 MB parts on ``threads``
+    connections, each completed in the background while the next one's parts go up (as the
+    job's writer does); with ``reads`` ((key, size) of its input files) the same files fetched
+    as 8 MB ranged GETs on 4 more connections, at the same time."""
     import boto3
     from botocore.config import Config
 
@@ -100,38 +104,56 @@ def _move(url: str, bucket: str, key: str, out_mb: int, threads: int, reads: lis
         "s3", endpoint_url=url, region_name="us-east-1",
         config=Config(max_pool_connections=threads + 6),
     )  # fmt: skip
-    body = os.urandom(16 << 20)
-    up = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    part = 16 << 20
+    body = os.urandom(part)
+    tails = {size % part: body[: size % part] for size in shards if size % part}
 
     def get(item):
         k, lo, hi = item
         client.get_object(Bucket=bucket, Key=k, Range=f"bytes={lo}-{hi}")["Body"].read()
 
+    def put(key, up, number, data):
+        etag = client.upload_part(
+            Bucket=bucket, Key=key, UploadId=up, PartNumber=number, Body=data
+        )["ETag"]  # fmt: skip
+        return {"PartNumber": number, "ETag": etag}
+
+    def complete(key, up, futures):
+        parts = [f.result() for f in futures]
+        client.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=up, MultipartUpload={"Parts": parts}
+        )
+
     ranges = [(k, lo, min(lo + (8 << 20), size) - 1)
               for k, size in reads for lo in range(0, size, 8 << 20)]  # fmt: skip
-    with ThreadPoolExecutor(4) as getters, ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(4) as getters, ThreadPoolExecutor(threads) as pool, \
+            ThreadPoolExecutor(1) as completer:  # fmt: skip
         got = getters.map(get, ranges)
-        list(pool.map(
-            lambda n: client.upload_part(
-                Bucket=bucket, Key=key, UploadId=up, PartNumber=n, Body=body
-            ),
-            range(1, max(out_mb // 16, 1) + 1),
-        ))  # fmt: skip
+        done = []
+        for i, size in enumerate(shards):
+            key = f"{prefix}-{i}"
+            up = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+            futures = [
+                pool.submit(put, key, up, n + 1, body if lo + part <= size else tails[size % part])
+                for n, lo in enumerate(range(0, size, part))
+            ]
+            done.append(completer.submit(complete, key, up, futures))
+        for future in done:
+            future.result()
         list(got)
-    client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=up)
 
 
-def _link_floor(url: str, bucket: str, out_mb: float, threads: int, inputs=()) -> float:
-    """Seconds the shaped link and moto take to carry ``out_mb`` (and read ``inputs``) from 2
-    processes (the 2 task slots) with ``threads`` upload connections each: what no job can
-    beat on this machine."""
+def _link_floor(url: str, bucket: str, shards: list, threads: int, inputs=()) -> float:
+    """Seconds the shaped link and moto take to carry the job's ``shards`` (their sizes, in
+    bytes, dealt to the 2 task slots) into objects, and to read ``inputs``, from 2 processes
+    with ``threads`` upload connections each: what no job can beat on this machine."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     t = time.perf_counter()
     procs = [
-        ctx.Process(target=_move, args=(url, bucket, f"floor-{i}", int(out_mb / 2), threads,
-                                         list(inputs)[i::TASKS_AT_ONCE]))
+        ctx.Process(target=_move, args=(url, bucket, f"floor-{i}", shards[i::TASKS_AT_ONCE],
+                                         threads, list(inputs)[i::TASKS_AT_ONCE]))
         for i in range(TASKS_AT_ONCE)
     ]  # fmt: skip
     for proc in procs:
@@ -139,6 +161,26 @@ def _link_floor(url: str, bucket: str, out_mb: float, threads: int, inputs=()) -
     for proc in procs:
         proc.join()
     return time.perf_counter() - t
+
+
+def _cpu(*pids: int) -> float:
+    """CPU seconds the processes (and their children) have used so far."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.NoSuchProcess:
+                pass
+    return total
 
 
 def run() -> list[tuple[str, float]]:
@@ -191,9 +233,13 @@ def run() -> list[tuple[str, float]]:
                     "s3.region": "us-east-1",
                 }
                 cfg = load_config(None, [f"{k}={v}" for k, v in {**base, **sets}.items()])
+                sink0, all0 = _cpu(moto.pid, proxy.pid), _cpu(os.getpid())
                 t = time.perf_counter()
                 meta = convert(cfg, spark)
-                metas.setdefault(name, []).append((time.perf_counter() - t, meta))
+                seconds = time.perf_counter() - t
+                sink = _cpu(moto.pid, proxy.pid) - sink0
+                job = _cpu(os.getpid()) - all0 - sink  # moto and the proxy are our children
+                metas.setdefault(name, []).append((seconds, meta, job, sink))
 
             return go
 
@@ -211,20 +257,33 @@ def run() -> list[tuple[str, float]]:
             for _ in range(RUNS):
                 fn()
         spark.stop()
-        out_mb = sum(c.bytes for c in metas[cases[-1][0]][-1][1].channels.values()) / 1e6
+        channels = metas[cases[-1][0]][-1][1].channels.values()
+        out_mb = sum(c.bytes for c in channels) / 1e6
+        shards = [s.bytes for c in channels for s in c.shards]
         floors, both = {}, {}
+
+        def clean():
+            keys = [o["Key"] for o in direct.list_objects_v2(Bucket=bucket, Prefix="floor-")
+                    .get("Contents", [])]  # fmt: skip
+            if keys:
+                direct.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]})
+
         for _, sets in cases:
             n = sets.get("s3.parts_in_flight", DEFAULT_IN_FLIGHT)
             if n not in floors:
-                floors[n] = _link_floor(proxy_url, bucket, out_mb, n)
-                both[n] = _link_floor(proxy_url, bucket, out_mb, n, inputs)
+                floors[n] = _link_floor(proxy_url, bucket, shards, n)
+                clean()
+                both[n] = _link_floor(proxy_url, bucket, shards, n, inputs)
+                clean()
     finally:
         proxy.terminate()
         moto.terminate()
 
     rows, ratios = [], {}
     for name, sets in cases:
-        seconds = statistics.median(t for t, _ in metas[name])
+        seconds = statistics.median(t for t, *_ in metas[name])
+        job = statistics.median(j for _, _, j, _ in metas[name])
+        sink = statistics.median(c for *_, c in metas[name])
         meta = metas[name][-1][1]
         n = sets.get("s3.parts_in_flight", DEFAULT_IN_FLIGHT)
         nominal = out_mb / (min(meta.tasks, TASKS_AT_ONCE) * n * RATE_MB)
@@ -239,7 +298,9 @@ def run() -> list[tuple[str, float]]:
             name, f"{seconds:.1f} s", f"{out_mb / seconds:.0f} MB/s", f"{nominal:.1f} s",
             f"{floor:.1f} s", f"{seconds / floor:.2f}x", f"{floor_io:.1f} s",
             f"{seconds / floor_io:.2f}x", f"{io['mb_per_s']['median']:.0f}",
-            f"{waited:.0%}", f"{meta.peak_worker_rss_mb:.0f} MB",
+            f"{waited:.0%}", f"{job:.1f} s", f"{sink:.1f} s",
+            f"{(job + sink) / (TASKS_AT_ONCE * seconds):.0%}",
+            f"{meta.peak_worker_rss_mb:.0f} MB",
         ])  # fmt: skip
     meta = metas[cases[-1][0]][-1][1]
     print_table(
@@ -248,11 +309,14 @@ def run() -> list[tuple[str, float]]:
         f"(2 at a time); {RATE_MB:g} MB/s and {LATENCY_MS:g} ms per connection; moto alone "
         f"takes in {intake:.0f} MB/s; warm median of {RUNS}.\nlink = shard MB / (2 tasks x "
         "parts in flight x rate); floor = the larger of that and the time the shaped link and "
-        "moto took to carry the same MB from 2 processes with as many connections, measured "
+        "moto took to carry the same shards into objects (16 MB parts, each shard completed while "
+        "the next one's parts go up) from 2 processes with as many connections, measured "
         "in this run (nothing encoded); floor+in = the same while also reading the input "
-        "through the link (8 MB ranges, 4 at a time per process): moto's CPU serves both",
+        "through the link (8 MB ranges, 4 at a time per process): moto's CPU serves both. "
+        "CPU: seconds the job (driver, JVM, Python workers) and the sink (moto and the proxy) "
+        "used during the run; busy = their sum over 2 cores x time",
         ["writer", "time", "out", "link", "floor", "vs floor", "floor+in", "vs floor+in",
-         "task MB/s", "store wait", "peak RSS"],
+         "task MB/s", "store wait", "job CPU", "sink CPU", "busy", "peak RSS"],
         rows,
     )  # fmt: skip
     before = ratios[cases[0][0]][0]
