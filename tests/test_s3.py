@@ -28,6 +28,13 @@ def test_multipart_shard_is_assembled_whole(s3, bucket, s3_settings):
     assert not pending_uploads(s3, bucket)
 
 
+def _stream(data: bytes, piece: int, writer) -> None:
+    """Write ``data`` to a shard ``piece`` bytes at a time, as a task's batches arrive."""
+    for i in range(0, len(data), piece):
+        writer.write(data[i : i + piece])
+    writer.close()
+
+
 def _on_the_wire(hold: float):
     """A before-send hook holding each request ``hold`` seconds, and the most it saw at once."""
     import threading
@@ -124,10 +131,7 @@ def test_a_task_s_shards_share_one_window_and_complete_in_the_background(s3, buc
     try:
         for i, body in enumerate(data):
             dest = Location.parse(f"s3://{bucket}/run/data/train/shard-{i}")
-            w = open_shard(dest, settings, uploads=uploads)
-            for j in range(0, len(body), 1 << 20):
-                w.write(body[j : j + (1 << 20)])
-            w.close()
+            _stream(body, 1 << 20, open_shard(dest, settings, uploads=uploads))
         uploads.finish()
     finally:
         for event, fn in (
@@ -165,14 +169,11 @@ def test_part_buffers_are_refilled_only_once_their_part_is_up(s3, bucket, s3_set
     uploads = S3Uploads(settings, client=s3)
     handed = []
     take = uploads.buffer
-    uploads.buffer = lambda size: handed.append(take(size)) or handed[-1]  # watch, not change
+    uploads.buffer = lambda: handed.append(take()) or handed[-1]  # watch, not change
     data = np.random.default_rng(3).bytes(41 << 20)
     dest = Location.parse(f"s3://{bucket}/run/data/train/shard-0")
     try:
-        w = open_shard(dest, settings, uploads=uploads)
-        for i in range(0, len(data), 3 << 20):
-            w.write(data[i : i + (3 << 20)])
-        w.close()
+        _stream(data, 3 << 20, open_shard(dest, settings, uploads=uploads))
         uploads.finish()
     finally:
         s3.meta.events.unregister("before-send.s3.UploadPart", slow)

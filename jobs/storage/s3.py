@@ -50,16 +50,13 @@ class S3Uploads:
         self._parts = ThreadPoolExecutor(n, thread_name_prefix="s3-part")
         self._completer = ThreadPoolExecutor(1, thread_name_prefix="s3-complete")
         self._closing: list[Future] = []
+        self.part_bytes = max(settings.part_size_mb << 20, MIN_PART_BYTES)
         self._free: deque[bytearray] = deque()  # part buffers whose upload succeeded
         self.aborting = False
 
-    def buffer(self, size: int) -> bytearray:
-        """A part buffer of ``size`` bytes to fill, reused when one is free."""
-        while self._free:
-            buf = self._free.pop()
-            if len(buf) == size:
-                return buf
-        return bytearray(size)
+    def buffer(self) -> bytearray:
+        """A part buffer to fill, reused when one is free."""
+        return self._free.pop() if self._free else bytearray(self.part_bytes)
 
     def buffer_back(self, buf: bytearray) -> None:
         self._free.append(buf)
@@ -71,7 +68,7 @@ class S3Uploads:
             future = Future()
             future.set_result(fn(*args))
             if reuse is not None:
-                self._free.append(reuse)
+                self.buffer_back(reuse)
             return future
         self._slots.acquire()  # bounded: the encoder waits here while the window is full
         try:
@@ -82,7 +79,7 @@ class S3Uploads:
 
         def done(f: Future) -> None:
             if reuse is not None and not f.cancelled() and f.exception() is None:
-                self._free.append(reuse)
+                self.buffer_back(reuse)
             self._slots.release()
 
         future.add_done_callback(done)
@@ -130,7 +127,7 @@ class S3ShardWriter(ShardWriter):
         self._own = uploads is None
         self._uploads = uploads or S3Uploads(settings, client)
         self._client = self._uploads.client
-        self._part_bytes = max(settings.part_size_mb << 20, MIN_PART_BYTES)
+        self._part_bytes = self._uploads.part_bytes
         self._part: bytearray | None = None  # the part being filled, ``_filled`` bytes so far
         self._filled = 0
         self._upload_id = None
@@ -141,7 +138,7 @@ class S3ShardWriter(ShardWriter):
         view = memoryview(data).cast("B")
         while len(view):
             if self._part is None:
-                self._part, self._filled = self._uploads.buffer(self._part_bytes), 0
+                self._part, self._filled = self._uploads.buffer(), 0
             k = min(self._part_bytes - self._filled, len(view))
             self._part[self._filled : self._filled + k] = view[:k]
             self._filled += k
@@ -207,7 +204,7 @@ class S3ShardWriter(ShardWriter):
                     Bucket=d.bucket, Key=d.key, Body=self._rest(), **self.settings.put_args()
                 )
                 return
-            if self._filled and self._part is not None:  # the last part, through the window
+            if self._part is not None:  # the last part, through the window
                 self._pending.append(
                     self._uploads.submit_part(self._put_part, self._next, self._rest())
                 )
