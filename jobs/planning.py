@@ -262,10 +262,10 @@ def declared_size(metadata: dict) -> int | None:
 def _dim_of(col, name: str) -> int:
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
-    if pa.types.is_struct(col.type):  # a Vector: dense rows carry values, sparse ones a size
-        t = col.field("type").to_numpy(zero_copy_only=False)
-        return int(col.field("size")[0].as_py() if t[0] == 0 else len(col.field("values")[0]))
     valid = col.drop_null()
     if len(valid) == 0:
         raise InputError(f"column {name!r}: every sampled row is null")
+    if pa.types.is_struct(col.type):  # a Vector: dense rows carry values, sparse ones a size
+        first = valid[0]
+        return int(first["size"].as_py() if first["type"].as_py() == 0 else len(first["values"]))
     return len(valid[0])

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 10_000
 SAMPLE_BYTES = 8 << 20  # the Spark path ships its sample to the driver
+PROBE_ROWS = 16  # the Spark path: rows that give a vector's or an array's size
 KILLED_ATTEMPT_GRACE_S = 3.0  # spark.python.task.killTimeout (2 s) and a margin
 
 
@@ -337,7 +338,9 @@ class Conversion:
         # a Spark job to sample runs only when d is unknown or auto needs the density
         known = layout == "columns" or declared is not None
         needed = not known or cfg.output.encoding == "auto"
-        sample = self._spark_sample(next(iter(frames.values()))) if needed else None
+        first = next(iter(frames.values()))
+        rows_needed = cfg.output.encoding == "auto"
+        sample = self._spark_sample(first, rows_needed) if needed else None
         plan = decide(cfg, read, layout, names, sample, declared)
         return plan, functools.partial(self._run_spark, frames=frames)
 
@@ -386,30 +389,28 @@ class Conversion:
                     return batch
         return None
 
-    def _spark_sample(self, df) -> pa.RecordBatch | None:
-        """Up to SAMPLE_ROWS rows of the selected FEATURES column, fetched through Arrow from
-        the first partition that has any. (A ``limit`` before ``mapInArrow`` would be a global
-        limit, which scans every partition: the whole input, VectorAssemblers and all.)"""
+    def _spark_sample(self, df, rows_needed: bool) -> pa.RecordBatch | None:
+        """The first rows of the selected FEATURES column as Arrow: PROBE_ROWS non-null ones
+        when only the size is needed, else up to SAMPLE_ROWS and about SAMPLE_BYTES. Taken by
+        the JVM alone: ``limit(n).collect()`` reads partitions one after another until it has
+        n rows (for VectorAssembler output: n rows assembled). A sample taken in Python would
+        stop reading its partition early, and Spark discards a Python worker that does: the
+        run's next task would pay for a new one."""
+        from pyspark.sql import functions as F
 
-        def grab(batches):
-            for b in batches:
-                if b.num_rows:  # at most SAMPLE_ROWS rows and about SAMPLE_BYTES
-                    per_row = max(b.nbytes // b.num_rows, 1)
-                    b = b.slice(0, max(1, min(SAMPLE_ROWS, SAMPLE_BYTES // per_row)))
-                    yield pa.RecordBatch.from_pydict(
-                        {
-                            "ipc": [b.serialize().to_pybytes()],
-                            "schema": [b.schema.serialize().to_pybytes()],
-                        }
-                    )
-                    return
-
-        rows = df.select(FEATURES)
-        got = rows.mapInArrow(grab, "ipc binary, schema binary").limit(1).collect()
-        if not got:
-            return None
-        schema = pa.ipc.read_schema(pa.py_buffer(got[0]["schema"]))
-        return pa.ipc.read_record_batch(pa.py_buffer(got[0]["ipc"]), schema)
+        column = df.select(FEATURES)
+        spark_type = column.schema[FEATURES].dataType
+        probe = column.where(F.col(FEATURES).isNotNull()).limit(PROBE_ROWS)
+        got = [row[0] for row in probe.collect()]
+        if not got:  # no rows, or every one null (then the whole input was read to know)
+            got = [row[0] for row in column.limit(1).collect()]
+            if not got:
+                return None
+        elif rows_needed:
+            per_row = max(sum(map(_sample_bytes, got)) // len(got), 1)
+            n = max(1, min(SAMPLE_ROWS, SAMPLE_BYTES // per_row))
+            got = [row[0] for row in column.limit(n).collect()]
+        return pa.RecordBatch.from_arrays([_to_arrow(got, spark_type)], [FEATURES])
 
     # -- running ---------------------------------------------------------------------------
     def _run_direct(self, plan: TaskPlan, tasks, schemas, columns) -> list[Report]:
@@ -628,6 +629,27 @@ def _spark_columns(schema) -> list[Column]:
         )  # fmt: skip
         out.append(Column(f.name, category, t.simpleString()))
     return out
+
+
+def _sample_bytes(value) -> int:
+    """About what one collected vector or array takes, to size the sample by."""
+    if value is None:
+        return 0
+    if hasattr(value, "indices"):  # SparseVector
+        return 12 * len(value.indices)
+    return 8 * len(value)
+
+
+def _to_arrow(values: list, spark_type) -> pa.Array:
+    """Collected vectors or numeric arrays as the Arrow ``mapInArrow`` hands the tasks
+    (a Vector as its struct<type, size, indices, values>)."""
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    if isinstance(spark_type, VectorUDT):
+        values = [None if v is None else spark_type.serialize(v) for v in values]
+        spark_type = spark_type.sqlType()
+    return pa.array(values, type=to_arrow_type(spark_type))
 
 
 def _task_logging() -> None:

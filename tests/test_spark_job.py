@@ -255,6 +255,48 @@ def test_a_vector_size_spark_ml_declares_spares_the_sample_job_and_is_checked(sp
     assert not (tmp_path / "lying" / "run.json").exists()
 
 
+def _python_workers() -> set[int]:
+    """The Python workers of this process's Spark session: the pyspark.daemon's children."""
+    import psutil
+
+    procs = psutil.Process().children(recursive=True)
+    daemon = [
+        p for p in procs
+        if "pyspark.daemon" in " ".join(p.cmdline()) and "java" in p.parent().name()
+    ]  # fmt: skip
+    return {w.pid for d in daemon for w in d.children()}
+
+
+def test_the_spark_paths_sample_keeps_the_python_workers(spark, tmp_path):
+    """With the vector's size unknown and the encoding chosen by density, the Spark path samples
+    rows before the run. Spark discards a Python worker whose UDF stops reading its partition
+    early (a sample taken in ``mapInArrow`` does), and the run's next task pays for a new one.
+    So the sample is collected by the JVM, and every worker survives the run. The sample still
+    decides: the vectors' size, and sparse output for mostly-zero rows."""
+    from pyspark.ml.linalg import SparseVector, VectorUDT
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    rng = np.random.default_rng(9)
+    rows = [(float(i % 2), SparseVector(500, {int(j): 1.0})) for i, j in
+            enumerate(rng.integers(0, 500, 400))]  # fmt: skip
+    rows[:20] = [(r[0], None) for r in rows[:20]]  # the first rows null: the size comes later
+    schema = StructType([StructField("y", DoubleType()), StructField("v", VectorUDT())])
+    df = spark.createDataFrame(rows, schema).repartition(2)
+
+    def run(name, **sets):
+        sets = {"output.path": str(tmp_path / name), "select.label": "y",
+                "select.features.vector": "v", "select.invalid": "drop", **sets}  # fmt: skip
+        return convert(config(**sets), spark, dataframe=df)
+
+    run("warm", **{"output.encoding": "sparse"})  # d sampled, too
+    before = _python_workers()
+    assert before, "no Python workers found under this session's JVM"
+    meta = run("auto", **{"output.encoding": "auto"})
+    assert before <= _python_workers(), "a Python worker was discarded during the run"
+    assert (meta.feature_dim, meta.encoding) == (500, "sparse")
+    assert meta.channels["train"].rows == 380
+
+
 def test_split_routes_every_row_to_exactly_one_channel(spark, tmp_path):
     x, y = _data(n=1000, d=4)
     x[:, 0] = np.arange(1000)  # a row id
