@@ -56,6 +56,7 @@ from .task import (
     write_partition,
     write_shuffled,
 )
+from .worker import settle
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +423,7 @@ class Conversion:
         plans = {c: dataclasses.replace(plan, channel=c) for c in {t[0] for t in tasks}}
 
         def run_task(index, items):
-            _task_logging()
+            _task_start()
             for channel, partition, pieces in items:
                 more = f" (+{len(pieces) - 1} more)" if len(pieces) > 1 else ""
                 where = f"{pieces[0].uri}{more}"
@@ -486,7 +487,7 @@ class Conversion:
         def reduce_task(batches):
             from pyspark import TaskContext
 
-            _task_logging()
+            _task_start()
             reducer = TaskContext.get().partitionId()
             for report in write_shuffled(plan, reducer, batches):
                 yield pa.RecordBatch.from_pydict({"report": [report_to_json(report)]})
@@ -516,7 +517,7 @@ class Conversion:
             plans = {c: dataclasses.replace(plan, channel=c) for c in counts}
 
             def map_task(ids):
-                _task_logging()
+                _task_start()
                 for batch in ids:
                     for i in batch.column(0).to_pylist():
                         channel, _, pieces = tasks[i]
@@ -556,7 +557,7 @@ class Conversion:
                 def map_task(batches, task_plan=task_plan, base=offsets[channel]):
                     from pyspark import TaskContext
 
-                    _task_logging()
+                    _task_start()
                     pid = TaskContext.get().partitionId()
                     yield from encode_partition(task_plan, base + pid, batches, f"partition {pid}")
 
@@ -579,7 +580,7 @@ class Conversion:
             def run_task(batches, task_plan=task_plan, channel=channel):
                 from pyspark import TaskContext
 
-                _task_logging()
+                _task_start()
                 pid = TaskContext.get().partitionId()
                 where = f"partition {pid}" + (f" of channel {channel}" if channel else "")
                 for report in write_partition(task_plan, pid, batches, where):
@@ -652,8 +653,10 @@ def _to_arrow(values: list, spark_type) -> pa.Array:
     return pa.array(values, type=to_arrow_type(spark_type))
 
 
-def _task_logging() -> None:
-    """Executors start without logging handlers: send ours to stderr (the executor's log)."""
+def _task_start() -> None:
+    """Executors start without logging handlers: send ours to stderr (the executor's log).
+    And the worker process, reused task after task, stops paying for its imports each time."""
+    settle()
     root = logging.getLogger("jobs")
     if not root.handlers:
         handler = logging.StreamHandler()

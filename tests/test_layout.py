@@ -18,6 +18,7 @@ RANKS = {
     "codec": 2,
     "interrupts": 2,
     "progress": 2,
+    "worker": 2,
     "exact": 2,
     "storage": 3,
     "expressions": 3,
