@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from .e2e_bench import CACHE, FEATURES, RUNS
 from .e2e_bench import _dataset as mnist_dataset
-from .timing import median_seconds, print_table
+from .timing import interleaved_medians, print_table
 
 SPARSE_ROWS = int(os.environ.get("BENCH_SPARSE_ROWS", 200_000))
 SPARSE_DIM, SPARSE_NNZ, SPARSE_FILES = 100_000, 40, 8
@@ -218,7 +218,7 @@ def run() -> list[tuple[str, float]]:
         }
         if path is not None:  # stored vectors: what read.path auto does with them (direct)
             jobs["direct"] = ours(frame, path, encoding, tmp / "ours", "auto")
-        t = {job: median_seconds(fn, RUNS) for job, fn in jobs.items()}
+        t = interleaved_medians(jobs, RUNS)
         direct = t.get("direct")
         rows.append(
             [
@@ -242,7 +242,8 @@ def run() -> list[tuple[str, float]]:
             summary.append((f"{short}, direct path vs JVM writer", t["jvm"] / direct))
     print_table(
         "Spark ML vectors → local shards; local[2], warm median of "
-        f"{RUNS}. 'floor': Spark scan → Arrow → Python of the same columns, drained",
+        f"{RUNS} rounds (each job once per round). 'floor': Spark scan → Arrow → Python of the "
+        "same columns, drained",
         ["input", "encoding", "ours: Spark path", "ours: direct", "JVM writer", "floor",
          "Spark path vs JVM", "Spark path / floor", "direct vs JVM"],
         rows,

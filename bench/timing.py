@@ -19,6 +19,24 @@ def median_seconds(fn: Callable[[], object], runs: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
+def interleaved_medians(
+    jobs: dict[str, Callable[[], object]], runs: int = 5, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall time of each job, timed in rounds (each job once per round) rather than one
+    job after the other: on a shared machine the load drifts, and a ratio of two jobs timed
+    minutes apart measures the drift too."""
+    for fn in jobs.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for _ in range(runs):
+        for name, fn in jobs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     line = "  ".join("-" * w for w in widths)
