@@ -336,12 +336,11 @@ class Conversion:
         declared = declared_size(schema[names[0]].metadata) if layout == "vector" else None
         frames = {c: self._select(df, layout, names) for c, df in frames.items()}
         # numeric columns, and vectors Spark ML declared a size for, give d without data:
-        # a Spark job to sample runs only when d is unknown or auto needs the density
+        # the JVM samples only when d is unknown or auto needs the density
+        auto = cfg.output.encoding == "auto"
         known = layout == "columns" or declared is not None
-        needed = not known or cfg.output.encoding == "auto"
         first = next(iter(frames.values()))
-        rows_needed = cfg.output.encoding == "auto"
-        sample = self._spark_sample(first, rows_needed) if needed else None
+        sample = self._spark_sample(first, rows_needed=auto) if auto or not known else None
         plan = decide(cfg, read, layout, names, sample, declared)
         return plan, functools.partial(self._run_spark, frames=frames)
 
