@@ -256,15 +256,23 @@ def test_a_vector_size_spark_ml_declares_spares_the_sample_job_and_is_checked(sp
 
 
 def _python_workers() -> set[int]:
-    """The Python workers of this process's Spark session: the pyspark.daemon's children."""
+    """The live Python workers of this process's Spark session: the pyspark.daemon's children."""
     import psutil
 
-    procs = psutil.Process().children(recursive=True)
-    daemon = [
-        p for p in procs
-        if "pyspark.daemon" in " ".join(p.cmdline()) and "java" in p.parent().name()
-    ]  # fmt: skip
-    return {w.pid for d in daemon for w in d.children()}
+    def live(p):
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    workers = set()
+    for p in psutil.Process().children(recursive=True):
+        try:  # other tests' children may be gone or zombies by now
+            if "pyspark.daemon" in " ".join(p.cmdline()) and "java" in p.parent().name():
+                workers |= {w.pid for w in p.children() if live(w)}
+        except psutil.Error:
+            continue
+    return workers
 
 
 def test_the_spark_paths_sample_keeps_the_python_workers(spark, tmp_path):
