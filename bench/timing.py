@@ -9,14 +9,7 @@ from collections.abc import Callable
 
 def median_seconds(fn: Callable[[], object], runs: int = 5, warmup: int = 1) -> float:
     """Median wall time of ``fn`` after ``warmup`` untimed calls: the machines are shared."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return interleaved_medians({"": fn}, runs, warmup)[""]
 
 
 def interleaved_medians(

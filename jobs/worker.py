@@ -1,4 +1,4 @@
-"""Once per Spark Python worker process: stop paying, task after task, for what it imported.
+"""What a Spark Python worker imported is paid for once, not again at every task.
 
 PySpark reuses a worker process for many tasks, and between two tasks it does two things whose
 cost grows with what the process holds, not with the task:
