@@ -289,7 +289,10 @@ def test_the_spark_paths_sample_keeps_the_python_workers(spark, tmp_path):
             enumerate(rng.integers(0, 500, 400))]  # fmt: skip
     rows[:20] = [(r[0], None) for r in rows[:20]]  # the first rows null: the size comes later
     schema = StructType([StructField("y", DoubleType()), StructField("v", VectorUDT())])
-    df = spark.createDataFrame(rows, schema).repartition(2)
+    # stored, as a user's data is (a DataFrame made from Python rows is computed by Python
+    # workers, which any limit stops early), in order: the file starts with the nulls
+    spark.createDataFrame(rows, schema).coalesce(1).write.parquet(str(tmp_path / "in"))
+    df = spark.read.parquet(str(tmp_path / "in"))
 
     def run(name, **sets):
         sets = {"output.path": str(tmp_path / name), "select.label": "y",
