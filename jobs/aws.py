@@ -6,6 +6,7 @@ instance role) decides. Settings (endpoint, region, retries) are passed in, neve
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from urllib.parse import urlparse
@@ -69,6 +70,20 @@ def s3_client(settings, max_attempts: int | None = None, **config):
         s3={"addressing_style": "path"} if settings.endpoint_url else {},
         **config,
     )
+
+
+def task_s3_client(settings):
+    """The S3 client a process's tasks share, made once per process: a new client costs about
+    0.1 s of CPU (botocore parses the S3 service model and its endpoint rules), which every
+    task paid at its start, before its first read, and its pooled connections were dropped at
+    its end. Clients are thread-safe; a Python worker runs one task at a time, whose parts in
+    flight and completions the pool is sized for."""
+    return _task_s3_client(settings, os.environ.get(RECORD_CALLS))
+
+
+@functools.lru_cache(maxsize=4)
+def _task_s3_client(settings, record: str | None):  # record: a new path is a new client
+    return s3_client(settings, max_pool_connections=max(10, settings.parts_in_flight + 2))
 
 
 def has_credentials() -> bool:

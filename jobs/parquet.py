@@ -28,7 +28,6 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from .aws import S3_SCHEMES
 from .errors import InputError
@@ -265,9 +264,14 @@ def _typed(value: str, t: pa.DataType):
 
 
 def _footer(found: _Found, s3: S3Settings):
+    """The file's footer, read at the size the listing gave: no HEAD request before the GETs
+    (on S3 a round trip per file, with a task's first file on its critical path)."""
     fs, _ = filesystem(found.uri, s3)
     try:
-        meta = pq.ParquetFile(found.path, filesystem=fs).metadata
+        fragment = ds.ParquetFileFormat().make_fragment(
+            found.path, filesystem=fs, file_size=found.size
+        )
+        meta = fragment.metadata
         return meta.schema.to_arrow_schema(), meta
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise InputError(f"cannot read Parquet file {found.uri}: {exc}") from None
@@ -467,8 +471,9 @@ def _read_pieces(
         schema = pa.schema([inventory_schema.field(c) for c in data_cols])
         try:
             fragment = fmt.make_fragment(
-                piece.file.path, filesystem=fs, row_groups=piece.row_groups
-            )
+                piece.file.path, filesystem=fs, row_groups=piece.row_groups,
+                file_size=piece.file.size or None,
+            )  # fmt: skip
             for batch in fragment.to_batches(
                 schema=schema, columns=data_cols, batch_size=batch_rows, use_threads=False
             ):

@@ -314,7 +314,15 @@ class Conversion:
         needed = list(dict.fromkeys(needed))
         _same_columns(inventories, needed)
         schemas = {c: inv.schema for c, inv in inventories.items()}
-        sample = self._direct_sample(tasks, schemas, needed, read.filter)
+        # numeric columns give d without data: the driver reads rows (from S3, through one
+        # connection) only when d is unknown (an array or a vector column) or auto needs the
+        # density
+        auto = cfg.output.encoding == "auto"
+        sample = (
+            self._direct_sample(tasks, schemas, needed, read.filter)
+            if auto or layout != "columns"
+            else None
+        )
         plan = decide(cfg, read, layout, names, sample)
         run = functools.partial(self._run_direct, tasks=tasks, schemas=schemas, columns=needed)
         return plan, run

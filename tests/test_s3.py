@@ -297,6 +297,49 @@ def test_parquet_on_s3_to_shards_on_s3(spark, s3, bucket, tmp_path, path, scheme
     assert not pending_uploads(s3, bucket)
 
 
+@pytest.mark.spark
+def test_the_direct_path_opens_s3_inputs_without_a_head_request(spark, s3, proxy, bucket, tmp_path):
+    """The listing gives each file's size, so neither the driver (footers) nor a task (its
+    pieces) asks S3 for it again: a HEAD per file is a round trip before the first GET, on a
+    task's critical path. Seen by the proxy, every process's requests alike."""
+    rng = np.random.default_rng(3)
+    x = rng.random((900, 20), dtype=np.float32)
+    y = rng.integers(0, 2, 900)
+    write_columns(tmp_path / "in", x, y, files=3)
+    _upload_dir(s3, bucket, tmp_path / "in", "heads/in")
+    out = f"s3://{bucket}/heads/out"
+    cfg = config(
+        **{
+            "input.paths.train": f"s3://{bucket}/heads/in",
+            "output.path": out,
+            "output.encoding": "dense",
+            "read.path": "direct",
+            "s3.endpoint_url": proxy.url,
+            "s3.region": "us-east-1",
+        }
+    )
+    convert(cfg, spark)
+    got_x, got_y, _ = read_run(out, Store(cfg.s3))
+    np.testing.assert_array_equal(sorted_rows(got_x, got_y), sorted_rows(x, y.astype(np.float32)))
+    gets = {seen.key for seen in proxy.ops("GetObject") if seen.key.startswith("heads/in/")}
+    assert len(gets) == 3  # the footers and the data came through the proxy
+    assert [seen.key for seen in proxy.ops("HeadObject") if seen.key.startswith("heads/in/")] == []
+
+
+def test_tasks_share_one_s3_client_per_process(s3_settings):
+    """A client costs about 0.1 s of CPU to make; each task made one at its start. Now a
+    process makes one per settings, with a pool for its parts in flight and completions."""
+    import dataclasses
+
+    from jobs.aws import task_s3_client
+
+    first = task_s3_client(s3_settings)
+    assert task_s3_client(dataclasses.replace(s3_settings)) is first
+    wide = dataclasses.replace(s3_settings, parts_in_flight=16)
+    assert task_s3_client(wide) is not first
+    assert task_s3_client(wide).meta.config.max_pool_connections == 18
+
+
 def test_train_refuses_an_uncommitted_run(s3, bucket, s3_settings):
     s3.upload_fileobj(io.BytesIO(b"x"), bucket, "run/data/train/part-00000-000.recordio")
     with pytest.raises(StorageError, match="holds no committed run.*1 uncommitted shards"):

@@ -308,6 +308,52 @@ def test_the_spark_paths_sample_keeps_the_python_workers(spark, tmp_path):
     assert meta.channels["train"].rows == 380
 
 
+def test_the_direct_path_driver_reads_rows_only_when_it_must(spark, tmp_path, monkeypatch):
+    """Numeric columns give feature_dim without data, so with the encoding set the driver reads
+    no rows before the tasks (from S3 that is a sequential read through one connection, most of
+    a second of a run's planning); ``auto`` still measures the density on rows the driver reads,
+    and an array column's size still comes from its rows."""
+    from jobs import parquet
+
+    calls = []
+    real = parquet.read_pieces
+
+    def counted(*args, **kwargs):  # the driver's own reads; the tasks' run in Python workers
+        calls.append(args[0][0].uri)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(parquet, "read_pieces", counted)
+    x, y = _data(n=300, d=6, density=0.1)
+    src = write_columns(tmp_path / "in", x, y, files=2)
+    arrays = tmp_path / "arrays"
+    arrays.mkdir()
+    pq.write_table(
+        pa.table({"target": y, "f": pa.array(list(x), pa.list_(pa.float32()))}),
+        arrays / "part-0.parquet",
+    )
+    reads = {}
+    for name, sets in {
+        "dense": {"input.paths.train": src, "output.encoding": "dense"},
+        "auto": {"input.paths.train": src, "output.encoding": "auto"},
+        "array": {"input.paths.train": str(arrays), "output.encoding": "dense",
+                  "select.features.array": "f"},
+    }.items():  # fmt: skip
+        calls.clear()
+        meta = convert(
+            config(**{"output.path": str(tmp_path / name), "select.label": "CAST(target = 0 AS "
+                      "FLOAT)", "read.path": "direct", **sets}),
+            spark,
+        )  # fmt: skip
+        reads[name] = len(calls)
+        got_x, got_y, _ = read_run(str(tmp_path / name))
+        np.testing.assert_array_equal(
+            sorted_rows(got_x, got_y), sorted_rows(x, (y == 0).astype(np.float32))
+        )
+        assert meta.feature_dim == 6
+        assert meta.encoding == ("sparse" if name == "auto" else "dense")
+    assert reads == {"dense": 0, "auto": 1, "array": 1}
+
+
 def test_split_routes_every_row_to_exactly_one_channel(spark, tmp_path):
     x, y = _data(n=1000, d=4)
     x[:, 0] = np.arange(1000)  # a row id

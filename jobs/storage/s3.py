@@ -9,7 +9,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
-from ..aws import s3_client
+from ..aws import s3_client, task_s3_client
 from ..errors import StorageError
 from .base import AlreadyExists, ConditionFailed, ShardWriter
 from .location import Location
@@ -43,7 +43,7 @@ class S3Uploads:
 
     def __init__(self, settings, client=None):
         self.settings = settings
-        self.client = client or s3_client(settings)
+        self.client = client or task_s3_client(settings)
         n = max(1, settings.parts_in_flight)
         self._inline = n == 1
         self._slots = threading.BoundedSemaphore(n)
