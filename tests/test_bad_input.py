@@ -97,6 +97,15 @@ def corrupt(path):
     return str(path)
 
 
+def empty_file(path):
+    """A zero-byte file where a Parquet file should be (an interrupted copy): read at the size
+    its listing gave, it must still be named, not read past."""
+    x = np.arange(40, dtype=np.float64).reshape(20, 2)
+    write_columns(path, x, np.arange(20) % 2, files=2)
+    (path / "part-00001.parquet").write_bytes(b"")
+    return str(path)
+
+
 def missing(path):
     return str(path / "does-not-exist")
 
@@ -226,6 +235,12 @@ CASES = [
         "corrupt-parquet",
         corrupt,
         "cannot read Parquet file {src}/part-00001.parquet: Corrupt snappy compressed data.",
+    ),
+    Case(
+        "zero-byte-parquet",
+        empty_file,
+        "cannot read Parquet file {src}/part-00001.parquet: Could not open Parquet input source "
+        "'{src}/part-00001.parquet': Parquet file size is 0 bytes",
     ),
     Case(
         "no-credentials",
