@@ -202,6 +202,14 @@ def selector(
     return Selector(names if layout == "columns" else None, d, **(settings | overrides))
 
 
+def needs_sample(config: JobConfig, layout: str, declared=None) -> bool:
+    """Whether planning must read rows before the tasks (both read paths): only when d is not
+    known without data (an array, or a vector Spark ML declared no size for), or ``auto`` needs
+    the density. From S3 that read is a sequential one in the driver, or a Spark job."""
+    known = layout == "columns" or declared is not None
+    return config.output.encoding == "auto" or not known
+
+
 def decide(
     config: JobConfig, read: ReadChoice, layout: str, names: list[str], sample, declared=None
 ) -> Plan:

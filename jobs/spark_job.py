@@ -38,6 +38,7 @@ from .planning import (
     choose_read_path,
     decide,
     declared_size,
+    needs_sample,
     resolve_features,
     selector,
 )
@@ -314,13 +315,9 @@ class Conversion:
         needed = list(dict.fromkeys(needed))
         _same_columns(inventories, needed)
         schemas = {c: inv.schema for c, inv in inventories.items()}
-        # numeric columns give d without data: the driver reads rows (from S3, through one
-        # connection) only when d is unknown (an array or a vector column) or auto needs the
-        # density
-        auto = cfg.output.encoding == "auto"
         sample = (
             self._direct_sample(tasks, schemas, needed, read.filter)
-            if auto or layout != "columns"
+            if needs_sample(cfg, layout)
             else None
         )
         plan = decide(cfg, read, layout, names, sample)
@@ -343,12 +340,13 @@ class Conversion:
         layout, names = resolve_features(cfg.select.features, columns, label_cols)
         declared = declared_size(schema[names[0]].metadata) if layout == "vector" else None
         frames = {c: self._select(df, layout, names) for c, df in frames.items()}
-        # numeric columns, and vectors Spark ML declared a size for, give d without data:
-        # the JVM samples only when d is unknown or auto needs the density
-        auto = cfg.output.encoding == "auto"
-        known = layout == "columns" or declared is not None
         first = next(iter(frames.values()))
-        sample = self._spark_sample(first, rows_needed=auto) if auto or not known else None
+        auto = cfg.output.encoding == "auto"  # the density needs rows, the size only a few
+        sample = (
+            self._spark_sample(first, rows_needed=auto)
+            if needs_sample(cfg, layout, declared)
+            else None
+        )
         plan = decide(cfg, read, layout, names, sample, declared)
         return plan, functools.partial(self._run_spark, frames=frames)
 
