@@ -28,6 +28,7 @@ from . import __version__, parquet
 from .contract import Report, RunMetadata, report_from_json, report_to_json, summarize_run
 from .errors import InputError, JobError, StorageError
 from .expressions import referenced_columns
+from .handoff import DriverCompletions
 from .interrupts import INTERRUPTS
 from .lease import Lease, take
 from .planning import (
@@ -122,13 +123,22 @@ class Conversion:
         task_plan = self._task_plan(plan)
         sc = self.spark.sparkContext
         ran = False
+        completions = DriverCompletions(
+            self.store, int(sc.getConf().get("spark.task.maxFailures", "4"))
+        )
         try:
             self.lease.on_lost(sc.cancelAllJobs)
             progress = Progress(sc, self.layout.run_id, self.config.spark.progress_s)
-            task_plan = dataclasses.replace(task_plan, progress=(progress.rows, progress.bytes))
+            task_plan = dataclasses.replace(
+                task_plan,
+                progress=(progress.rows, progress.bytes),
+                handoff=completions.accumulator(sc),
+            )
             with INTERRUPTS.deferred(cancel=sc.cancelAllJobs), progress:
                 ran = True
                 reports = run_tasks(task_plan)
+                completions.wait()
+            completions.close()
             self.lease.check()
             INTERRUPTS.raise_if_interrupted()
             meta = summarize_run(
@@ -144,6 +154,7 @@ class Conversion:
             with INTERRUPTS.deferred():  # a commit is never left half-done
                 meta = self.layout.commit(self.store, meta, before_commit=self.lease.renew)
         except BaseException as exc:
+            completions.close()  # before the cleanup: nothing it removes is completed after it
             self._fail(after_spark_job=ran and not isinstance(exc, JobError))
             raise
         self._after_commit(meta)

@@ -57,6 +57,9 @@ class TaskPlan:
     filter: Compiled | None = None  # the direct path's input.filter (the Spark path's is in Spark)
     shuffle: ShufflePlan | None = None  # output.shuffle: rows
     progress: tuple | None = None  # (rows, bytes) Spark accumulators the driver reports
+    # a Spark accumulator: a task hands its last S3 shards' uploads to the driver through it,
+    # to be completed there while the task's slot starts the next task (jobs/handoff.py)
+    handoff: object | None = None
 
     def route(self, partition: int) -> _Router:
         return _Router(self, partition)
@@ -191,10 +194,14 @@ class _ChannelSink:
             values, counts = np.unique(labels[lo:hi], return_counts=True)
             self.labels.update({label_key(v): int(c) for v, c in zip(values, counts)})
 
-    def close(self) -> None:
+    def close(self, last: bool = False) -> None:
+        """Close the open shard; the task's ``last`` one goes to the driver to complete when
+        the plan says so and the writer can."""
         w, self.writer = self.writer, None
         if w is None:
             return
+        if last and self.plan.handoff is not None and hasattr(w, "hand_off"):
+            w.hand_off()
         w.close()
         self.bytes_out += w.bytes
         self.store_seconds += w.wait_seconds
@@ -237,11 +244,13 @@ class _Sinks(dict):
 
     def close(self) -> None:
         for sink in self.values():
-            sink.close()
+            sink.close(last=True)
         if self.uploads is not None:
             t = time.perf_counter()
             self.uploads.finish()
             self.finish_seconds += time.perf_counter() - t
+            if self.uploads.handed:  # reaches the driver with the task's end, if it succeeds
+                self.plan.handoff.add(list(self.uploads.handed))
 
     def abort(self) -> None:
         for sink in self.values():

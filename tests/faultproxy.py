@@ -98,8 +98,10 @@ class Fault:
 
 
 def _pid_of_peer(port: int) -> int | None:
+    """The process whose socket is the client end at ``port`` (this one, for a request the
+    test process sent itself: the driver, in local mode)."""
     for conn in psutil.net_connections(kind="tcp"):
-        if conn.laddr and conn.laddr.port == port and conn.pid and conn.pid != os.getpid():
+        if conn.laddr and conn.laddr.port == port and conn.pid:
             return conn.pid
     return None
 
@@ -217,7 +219,7 @@ class FaultProxy:
             elif fault.action == "call" and fault.forward:
                 fault.call(seen)
             else:
-                if fault.action == "kill" and seen.pid is not None:
+                if fault.action == "kill" and seen.pid not in (None, os.getpid()):
                     os.kill(seen.pid, signal.SIGKILL)
                 elif fault.action == "call" and fault.call is not None:
                     fault.call(seen)

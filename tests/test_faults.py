@@ -135,14 +135,63 @@ def test_upload_part_errors_fail_the_attempt_and_spark_retries_it(
     assert_committed_like(s3, fault_bucket, prefix, baseline[path], data)
 
 
-def test_complete_errors_fail_the_attempt_and_spark_retries_it(
+def test_complete_errors_are_retried_as_spark_would_retry_the_task(
     spark, s3, proxy, data, fault_bucket, baseline
 ):
+    # every shard here is its task's last, completed by the driver (jobs/handoff.py): its
+    # client's two attempts fail, and the driver tries again as Spark would retry the task
     fault = proxy.add(Fault("CompleteMultipartUpload", "error", key="part-00002", times=2))
     prefix = "complete"
     convert(config(**_settings(data[0], f"s3://{fault_bucket}/{prefix}", proxy.url)), spark)
     assert len(fault.fired) == 2
     assert_committed_like(s3, fault_bucket, prefix, baseline["direct"], data)
+
+
+def test_a_shard_that_cannot_be_completed_fails_the_run_with_nothing_left(
+    spark, s3, proxy, data, fault_bucket
+):
+    fault = proxy.add(Fault("CompleteMultipartUpload", "error", key="part-00002", times=10_000))
+    prefix = "never-complete"
+    with pytest.raises(StorageError) as info:
+        convert(config(**_settings(data[0], f"s3://{fault_bucket}/{prefix}", proxy.url)), spark)
+    assert re.fullmatch(
+        rf"s3://{fault_bucket}/{prefix}/data/train/part-00002-000-[\w-]+\.recordio: could not "
+        r"complete its upload \(4 attempts\): ClientError: An error occurred \(InternalError\) "
+        r"when calling the CompleteMultipartUpload operation \(reached max retries: 1\): "
+        r"injected by the test proxy",
+        str(info.value),
+    ), str(info.value)
+    assert len(fault.fired) == 4 * 2  # 4 rounds (spark.task.maxFailures) × 2 botocore attempts
+    assert s3_objects(s3, fault_bucket, f"{prefix}/") == {}
+    assert not pending_uploads(s3, fault_bucket)
+
+
+def test_a_tasks_last_shard_is_completed_by_the_driver(spark, s3, proxy, fault_bucket, tmp_path):
+    # two files, one task each, two multipart shards a task (6 MB cap, 5 MB parts): the first
+    # is completed by the task as it goes on, the last by the driver once the task has ended
+    rng = np.random.default_rng(7)
+    x = rng.random((29_000, D), dtype=np.float32)  # 12.1 MB a task: shards of 6.3 and 5.8 MB
+    y = rng.integers(0, 2, len(x)).astype(np.float32)
+    src = write_columns(tmp_path / "in", x, y, files=2)
+    senders = proxy.add(
+        Fault("CompleteMultipartUpload", "call", call=lambda seen: None, forward=True,
+              times=10_000)
+    )  # fmt: skip
+    prefix = "handoff"
+    out = f"s3://{fault_bucket}/{prefix}"
+    meta = convert(config(**_settings(src, out, proxy.url, **{"output.max_shard_mb": 6})), spark)
+    by_task: dict[str, list] = {}
+    for seen in senders.fired:
+        by_task.setdefault(re.search(r"part-(\d{5})-\d{3}-", seen.key).group(1), []).append(seen)
+    assert sorted(by_task) == ["00000", "00001"]
+    for completes in by_task.values():
+        *first, last = sorted(completes, key=lambda seen: seen.key)
+        assert first and all(seen.pid not in (None, os.getpid()) for seen in first)
+        assert last.pid == os.getpid()  # local mode: the driver is this process
+    assert not pending_uploads(s3, fault_bucket)
+    got_x, got_y, _ = read_run(out, Store(client=s3))
+    np.testing.assert_array_equal(sorted_rows(got_x, got_y), sorted_rows(x, y))
+    assert len(meta.channels["train"].shards) == len(senders.fired)
 
 
 def test_a_worker_killed_mid_shard_is_retried_and_its_upload_aborted(

@@ -35,6 +35,7 @@ RANKS = {
     "inspection": 5,
     "training": 5,
     "session": 6,
+    "handoff": 6,
     "spark_job": 7,
     "emr": 7,
     "iam": 7,
@@ -43,7 +44,7 @@ RANKS = {
     "__main__": 9,
     "__init__": -1,  # the package itself: only its version string
 }
-SPARK_ROOMS = {"spark_job", "session"}
+SPARK_ROOMS = {"spark_job", "session", "handoff"}
 
 
 def _room(module: str) -> str:

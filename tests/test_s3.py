@@ -208,6 +208,39 @@ def test_aborting_a_task_aborts_the_shards_still_completing(s3, bucket, s3_setti
     assert not pending_uploads(s3, bucket)
 
 
+def test_a_handed_off_shard_is_left_for_the_driver_and_aborted_if_the_task_fails(
+    s3, bucket, s3_settings
+):
+    import dataclasses
+
+    from jobs.storage.s3 import S3Store, S3Uploads
+
+    settings = dataclasses.replace(s3_settings, parts_in_flight=2)
+    body = bytes(range(256)) * (11 << 12)  # 11 MB: three parts
+    handed = []
+    for key in ("kept", "dropped"):
+        uploads = S3Uploads(settings, client=s3)
+        w = open_shard(Location.parse(f"s3://{bucket}/run/{key}"), settings, uploads=uploads)
+        assert w.hand_off()
+        w.write(body)
+        w.close()
+        uploads.finish()  # the parts are up; nothing is completed
+        (h,) = uploads.handed
+        assert (h.key, h.bytes, len(h.parts)) == (f"run/{key}", len(body), 3)
+        handed.append((h, uploads))
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    assert len(pending_uploads(s3, bucket)) == 2
+    handed[1][1].abort()  # that task failed after handing its shard over
+    S3Store(settings, client=s3).complete_upload(handed[0][0])  # the driver, for the other
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["run/kept"]
+    assert s3.get_object(Bucket=bucket, Key="run/kept")["Body"].read() == body
+    assert not pending_uploads(s3, bucket)
+    # the one-part-at-a-time writer (the benchmark's baseline) completes its shards itself
+    inline = S3Uploads(dataclasses.replace(s3_settings, parts_in_flight=1), client=s3)
+    w = open_shard(Location.parse(f"s3://{bucket}/run/inline"), settings, uploads=inline)
+    assert not w.hand_off()
+
+
 def test_the_shaped_proxy_paces_each_connection_both_ways(proxy, bucket, s3_settings):
     """The bench's S3 link: 2 MB each way at 4 MB/s a connection cannot take less than 0.5 s
     (a lower bound only: a shared machine may be slower, never faster), plus the latency."""

@@ -8,6 +8,7 @@ import logging
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 from ..aws import s3_client, task_s3_client
 from ..errors import StorageError
@@ -32,7 +33,9 @@ class S3Uploads:
     parts per task, and one more while a closed shard waits to send its last part.
 
     ``finish()`` waits for every shard and raises the first failure; a shard that fails, or is
-    still completing when ``abort()`` is called, is aborted, never completed. With
+    still completing when ``abort()`` is called, is aborted, never completed. A shard
+    :meth:`S3ShardWriter.hand_off` marked is not completed here: once its parts are up, its
+    upload joins ``handed`` for the driver to complete (and ``abort()`` aborts it). With
     ``parts_in_flight: 1`` everything happens in the task's own thread, one part at a time, and
     a shard is complete when ``close()`` returns (the writer before parallel uploads, kept as
     the benchmark's baseline).
@@ -53,6 +56,11 @@ class S3Uploads:
         self.part_bytes = max(settings.part_size_mb << 20, MIN_PART_BYTES)
         self._free: deque[bytearray] = deque()  # part buffers whose upload succeeded
         self.aborting = False
+        self.handed: list[HandedOff] = []  # uploads whose parts are up, for the driver
+
+    @property
+    def inline(self) -> bool:
+        return self._inline
 
     def buffer(self) -> bytearray:
         """A part buffer to fill, reused when one is free."""
@@ -108,10 +116,31 @@ class S3Uploads:
     def abort(self) -> None:
         self.aborting = True  # shards not yet completed are aborted instead
         self.close()
+        handed, self.handed = self.handed, []
+        for h in handed:  # the task failed after handing them over: the driver never got them
+            try:
+                self.client.abort_multipart_upload(
+                    Bucket=h.bucket, Key=h.key, UploadId=h.upload_id,
+                    **self.settings.owner_args(),
+                )  # fmt: skip
+            except Exception:  # the original failure matters more; the commit aborts the rest
+                log.exception("could not abort multipart upload %s", h.upload_id)
 
     def close(self) -> None:
         self._completer.shutdown(wait=True)
         self._parts.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class HandedOff:
+    """A shard whose parts are all up, its CompleteMultipartUpload left to the driver: small
+    and picklable, it travels from the task to the driver with the task's end."""
+
+    bucket: str
+    key: str
+    upload_id: str
+    parts: tuple  # ({"PartNumber": n, "ETag": etag}, ...) in order
+    bytes: int
 
 
 class S3ShardWriter(ShardWriter):
@@ -133,6 +162,14 @@ class S3ShardWriter(ShardWriter):
         self._upload_id = None
         self._pending: list[Future] = []
         self._next = 1
+        self._hand_off = False
+
+    def hand_off(self) -> bool:
+        """Leave this shard's complete to the driver (see :class:`HandedOff`), so the task
+        ends as soon as its parts are up. Only with shared, parallel uploads: the writer with
+        one part at a time completes its shards itself."""
+        self._hand_off = not self._own and not self._uploads.inline
+        return self._hand_off
 
     def _write(self, data) -> None:
         view = memoryview(data).cast("B")
@@ -211,6 +248,11 @@ class S3ShardWriter(ShardWriter):
             parts = [future.result() for future in self._pending]
             if self._uploads.aborting:
                 raise StorageError(f"{d.uri}: the task is aborting")
+            if self._hand_off:
+                self._uploads.handed.append(
+                    HandedOff(d.bucket, d.key, self._upload_id, tuple(parts), self.bytes)
+                )
+                return
             self._client.complete_multipart_upload(
                 Bucket=d.bucket,
                 Key=d.key,
@@ -342,6 +384,18 @@ class S3Store:
             Bucket=prefix.bucket, Prefix=prefix.folder, **self._owner()
         )
         return [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+
+    def complete_upload(self, h: HandedOff) -> None:
+        """Complete a task's handed-off upload. A NoSuchUpload after an earlier try (whose
+        answer was lost) is success when the object is there at the shard's size."""
+        try:
+            self.client.complete_multipart_upload(
+                Bucket=h.bucket, Key=h.key, UploadId=h.upload_id,
+                MultipartUpload={"Parts": list(h.parts)}, **self._owner(),
+            )  # fmt: skip
+        except self.client.exceptions.NoSuchUpload:
+            if self._size(Location("s3", h.bucket, h.key)) != h.bytes:
+                raise
 
     def abort_upload(self, prefix: Location, key: str, upload: str) -> None:
         try:
