@@ -62,10 +62,10 @@ class DriverCompletions:
         self._futures: list[Future] = []
         self._lock = threading.Lock()
         self._closed = False
-        self.completed = 0
+        self._param = _Param(self)
 
     def accumulator(self, sc):
-        return sc.accumulator([], _Param(self))
+        return sc.accumulator([], self._param)
 
     def submit(self, handed: list[HandedOff]) -> None:
         with self._lock:
@@ -78,8 +78,6 @@ class DriverCompletions:
         for attempt in range(1, self.attempts + 1):
             try:
                 self.store.s3.complete_upload(h)
-                with self._lock:
-                    self.completed += 1
                 return
             except Exception as exc:  # botocore's, once its own retries are spent
                 code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
@@ -106,3 +104,4 @@ class DriverCompletions:
             for future in self._futures:
                 future.cancel()
         self._pool.shutdown(wait=True)
+        self._param.completer = None  # Spark keeps the accumulator as long as the session

@@ -56,11 +56,16 @@ class S3Uploads:
         self.part_bytes = max(settings.part_size_mb << 20, MIN_PART_BYTES)
         self._free: deque[bytearray] = deque()  # part buffers whose upload succeeded
         self.aborting = False
-        self.handed: list[HandedOff] = []  # uploads whose parts are up, for the driver
+        self._handed: list[S3ShardWriter] = []  # shards whose parts are up, for the driver
 
     @property
     def inline(self) -> bool:
         return self._inline
+
+    @property
+    def handed(self) -> list[HandedOff]:
+        """The uploads this task's shards left to the driver to complete."""
+        return [w.handed for w in self._handed]
 
     def buffer(self) -> bytearray:
         """A part buffer to fill, reused when one is free."""
@@ -116,15 +121,9 @@ class S3Uploads:
     def abort(self) -> None:
         self.aborting = True  # shards not yet completed are aborted instead
         self.close()
-        handed, self.handed = self.handed, []
-        for h in handed:  # the task failed after handing them over: the driver never got them
-            try:
-                self.client.abort_multipart_upload(
-                    Bucket=h.bucket, Key=h.key, UploadId=h.upload_id,
-                    **self.settings.owner_args(),
-                )  # fmt: skip
-            except Exception:  # the original failure matters more; the commit aborts the rest
-                log.exception("could not abort multipart upload %s", h.upload_id)
+        handed, self._handed = self._handed, []
+        for writer in handed:  # the task failed after handing them over: the driver never got them
+            writer._abort_upload()
 
     def close(self) -> None:
         self._completer.shutdown(wait=True)
@@ -163,6 +162,7 @@ class S3ShardWriter(ShardWriter):
         self._pending: list[Future] = []
         self._next = 1
         self._hand_off = False
+        self.handed: HandedOff | None = None  # once its parts are up, when handed off
 
     def hand_off(self) -> bool:
         """Leave this shard's complete to the driver (see :class:`HandedOff`), so the task
@@ -249,9 +249,8 @@ class S3ShardWriter(ShardWriter):
             if self._uploads.aborting:
                 raise StorageError(f"{d.uri}: the task is aborting")
             if self._hand_off:
-                self._uploads.handed.append(
-                    HandedOff(d.bucket, d.key, self._upload_id, tuple(parts), self.bytes)
-                )
+                self.handed = HandedOff(d.bucket, d.key, self._upload_id, tuple(parts), self.bytes)
+                self._uploads._handed.append(self)
                 return
             self._client.complete_multipart_upload(
                 Bucket=d.bucket,
