@@ -73,6 +73,7 @@ class TaskReport:
     bytes_out: int = 0  # shard bytes this task wrote
     store_seconds: float = 0.0  # of ``seconds``, spent waiting on the shard store
     python: str = ""  # the interpreter the task ran on: "<executable> <version>"
+    start_rss_mb: float = 0.0  # its worker's resident memory as the task started
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ class RunMetadata:
     label_changes: int | None = None  # between consecutive input rows (a sorted-label hint)
     task_seconds: float = 0.0
     peak_worker_rss_mb: float = 0.0
+    task_memory_mb: float = 0.0  # the most one task's work added to its worker (peak - start)
     task_io: dict = field(default_factory=dict)  # each writing task's MB/s, and their spread
     pythons: dict = field(default_factory=dict)  # {"driver": …, "tasks": [every one tasks ran]}
     inputs: dict = field(default_factory=dict)
@@ -238,6 +240,7 @@ def summarize_run(
         label_changes=sum(t.label_changes for t in tasks) if config.select.label else None,
         task_seconds=round(sum(t.seconds for t in tasks), 3),
         peak_worker_rss_mb=round(max((t.peak_rss_mb for t in tasks), default=0), 1),
+        task_memory_mb=round(max((t.peak_rss_mb - t.start_rss_mb for t in tasks), default=0), 1),
         task_io=_task_io(tasks),
         pythons={"driver": THIS_PYTHON, "tasks": sorted({t.python for t in tasks if t.python})},
         inputs=inputs,

@@ -274,6 +274,42 @@ def _rss_mb() -> float:
         return 0.0
 
 
+class _TaskMemory:
+    """What one task's work held in memory: its worker's resident memory at the task's start,
+    and the peak since. A Python worker runs task after task, so its lifetime peak says
+    nothing of this one; Linux lets a process reset its peak (VmHWM) to now, and keeps it
+    between samples too (encoder and reader-thread buffers come and go within a batch).
+    Elsewhere the peak is sampled once per batch."""
+
+    def __init__(self):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.exact = _high_water_mb() > 0
+        except OSError:
+            self.exact = False
+        self.start = _rss_mb()
+        self._sampled = self.start
+
+    def sample(self) -> None:
+        if not self.exact:
+            self._sampled = max(self._sampled, _rss_mb())
+
+    def peak(self) -> float:
+        return _high_water_mb() if self.exact else max(self._sampled, _rss_mb())
+
+
+def _high_water_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
 def filtered(batches, filter_: Compiled | None, where: str):
     """The rows ``input.filter`` keeps (a NULL condition drops the row, as Spark's WHERE)."""
     if filter_ is None:
@@ -294,7 +330,7 @@ class _Selected:
         self.plan, self.partition, self.where = plan, partition, where
         self.batches = filtered(batches, plan.filter, where)
         self.stats = Counter(rows_in=0, dropped=0, fixed=0, nnz=0, cells=0, label_changes=0)
-        self.peak = _rss_mb()
+        self.memory = _TaskMemory()
         self.start = time.perf_counter()
         self._last_label: dict[str, float] = {}
 
@@ -314,7 +350,7 @@ class _Selected:
                 stats["cells"] += len(rows) * plan.feature_dim
                 self._label_order(channel, rows.labels)
                 yield channel, rows
-            self.peak = max(self.peak, _rss_mb())
+            self.memory.sample()
 
     def _label_order(self, channel: str, labels) -> None:
         """Count label changes in input order: few changes over many rows = sorted input."""
@@ -328,7 +364,8 @@ class _Selected:
     def report(self, sinks: _Sinks) -> TaskReport:
         return TaskReport(
             self.partition, self.plan.channel, self.where, time.perf_counter() - self.start,
-            self.peak, **self.stats, **_io(sinks), python=THIS_PYTHON,
+            self.memory.peak(), **self.stats, **_io(sinks), python=THIS_PYTHON,
+            start_rss_mb=self.memory.start,
         )  # fmt: skip
 
 
@@ -466,7 +503,7 @@ def write_shuffled(
     """The reduce side: records in their shuffled order into this reducer's shards (one
     channel per reducer); the map tasks' reports pass through as JSON text."""
     where = f"shuffle partition {reducer}"
-    start, sinks = time.perf_counter(), _Sinks(plan, reducer)
+    start, sinks, memory = time.perf_counter(), _Sinks(plan, reducer), _TaskMemory()
     expected = plan.shuffle.pkeys[reducer]
     channel = plan.shuffle.channel_of(reducer)
 
@@ -499,8 +536,9 @@ def write_shuffled(
         for sink in sinks.values():
             yield from sink.done
         yield TaskReport(
-            reducer, None, where, time.perf_counter() - start, _rss_mb(),
+            reducer, None, where, time.perf_counter() - start, memory.peak(),
             rows_in=0, dropped=0, fixed=0, nnz=0, cells=0, **_io(sinks), python=THIS_PYTHON,
+            start_rss_mb=memory.start,
         )  # fmt: skip
 
     for out in _guarded(where, sinks, body):

@@ -50,6 +50,7 @@ def test_numeric_columns_round_trip_on_both_paths(spark, tmp_path, path, encodin
     assert meta.read_path == path
     assert meta.encoding == encoding
     assert meta.feature_dim == 12
+    assert 0 <= meta.task_memory_mb < meta.peak_worker_rss_mb  # a task's own, within its worker
     train = meta.channels["train"]
     assert train.rows == 600 == sum(s.rows for s in train.shards)
     assert train.labels == {"0": int((y != 0).sum()), "1": int((y == 0).sum())}

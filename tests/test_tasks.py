@@ -3,6 +3,8 @@ task's own writer on local files."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -164,3 +166,20 @@ def test_map_and_reduce_sides_of_the_shuffle_keep_every_record_once(tmp_path, mo
 
     got, want = records(tmp_path, shards), records(tmp_path / "plain", expected)
     assert sorted(got) == sorted(want) and got != want  # the same records, in another order
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's VmHWM")
+def test_a_tasks_peak_memory_is_its_own_and_caught_between_samples():
+    """The kernel is the oracle: a buffer a task held only between two batches still counts
+    (no sample would see it), and a later task in the same process does not inherit that peak
+    (a Python worker runs task after task)."""
+    from jobs.task import _rss_mb, _TaskMemory
+
+    first = _TaskMemory()
+    held = bytearray(200 * MB)  # written through: resident
+    del held
+    assert first.exact
+    assert first.peak() - first.start > 180
+    assert _rss_mb() - first.start < 100  # gone again: only the kernel's peak remembers it
+    second = _TaskMemory()
+    assert second.peak() - second.start < 50
