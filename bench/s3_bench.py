@@ -34,6 +34,7 @@ LATENCY_MS = float(os.environ.get("BENCH_S3_LATENCY_MS", 20))
 TASKS_AT_ONCE = 2  # local[2]
 DEFAULT_IN_FLIGHT = 4  # S3Settings.parts_in_flight
 DEFAULTS = "4 x 16 MB parts in flight, reads ahead (defaults)"
+FRESH = "fresh worker: "
 
 
 def _free_port() -> int:
@@ -163,6 +164,33 @@ def _link_floor(url: str, bucket: str, shards: list, threads: int, inputs=()) ->
     return time.perf_counter() - t
 
 
+def _task_budget_mb(data: Path, sets: dict) -> float:
+    """The README's memory budget of one task (MB), for these files and settings: upload
+    (parts_in_flight + 1) x part size; reads: two row groups, each as fetched and decoded,
+    and ranges_in_flight x range_mb of GET responses; encoding: a batch as float32 and its
+    records."""
+    import pyarrow.parquet as pq
+
+    from jobs.settings import ReadConfig, S3Settings
+
+    s3, read = S3Settings(), ReadConfig()
+    mib = 1.048576
+    part = sets.get("s3.part_size_mb", s3.part_size_mb) * mib
+    upload = (sets.get("s3.parts_in_flight", s3.parts_in_flight) + 1) * part
+    in_flight = sets.get("read.ranges_in_flight", read.ranges_in_flight)
+    ranges = in_flight * sets.get("read.range_mb", read.range_mb) * mib
+    group = 0.0
+    for f in sorted(data.glob("*.parquet")):
+        file = pq.ParquetFile(f)
+        row_bytes = sum(field.type.bit_width // 8 for field in file.schema_arrow)
+        for g in range(file.metadata.num_row_groups):
+            rg = file.metadata.row_group(g)
+            fetched = sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
+            group = max(group, (fetched + rg.num_rows * row_bytes) / 1e6)
+    encode = 2 * read.batch_rows * FEATURES * 4 / 1e6
+    return upload + 2 * group + ranges + encode
+
+
 def _cpu(*pids: int) -> float:
     """CPU seconds the processes (and their children) have used so far."""
     import psutil
@@ -257,6 +285,16 @@ def run() -> list[tuple[str, float]]:
             for _ in range(RUNS):
                 fn()
         spark.stop()
+        # what one task needs: workers that run a single task each, so none reuses what an
+        # earlier task's allocations left behind
+        spark = spark_session(
+            SparkConfig(master="local[2]", conf={"spark.driver.memory": "3g",
+                                                 "spark.python.worker.reuse": "false"}),
+            S3Settings(endpoint_url=proxy_url, region="us-east-1"),
+        )  # fmt: skip
+        for name, sets in cases:
+            ours(FRESH + name, sets)()
+        spark.stop()
         channels = metas[cases[-1][0]][-1][1].channels.values()
         out_mb = sum(c.bytes for c in channels) / 1e6
         shards = [s.bytes for c in channels for s in c.shards]
@@ -300,7 +338,7 @@ def run() -> list[tuple[str, float]]:
             f"{seconds / floor_io:.2f}x", f"{io['mb_per_s']['median']:.0f}",
             f"{waited:.0%}", f"{job:.1f} s", f"{sink:.1f} s",
             f"{(job + sink) / (TASKS_AT_ONCE * seconds):.0%}",
-            f"{meta.peak_worker_rss_mb:.0f} MB",
+            f"{max(m.peak_worker_rss_mb for _, m, *_ in metas[name]):.0f} MB",
         ])  # fmt: skip
     meta = metas[cases[-1][0]][-1][1]
     print_table(
@@ -314,15 +352,37 @@ def run() -> list[tuple[str, float]]:
         "in this run (nothing encoded); floor+in = the same while also reading the input "
         "through the link (8 MB ranges, 4 at a time per process): moto's CPU serves both. "
         "CPU: seconds the job (driver, JVM, Python workers) and the sink (moto and the proxy) "
-        "used during the run; busy = their sum over 2 cores x time",
+        "used during the run; busy = their sum over 2 cores x time. peak RSS: a Python "
+        "worker's, the most of any run (workers are reused, task after task)",
         ["writer", "time", "out", "link", "floor", "vs floor", "floor+in", "vs floor+in",
          "task MB/s", "store wait", "job CPU", "sink CPU", "busy", "peak RSS"],
         rows,
     )  # fmt: skip
+    memory_rows, worst = [], 0.0
+    for name, sets in cases:
+        meta = metas[FRESH + name][-1][1]
+        budget = _task_budget_mb(data, sets)
+        start = meta.peak_worker_rss_mb - meta.task_memory_mb
+        worst = max(worst, meta.task_memory_mb / budget)
+        memory_rows.append([
+            name, f"{start:.0f} MB", f"{meta.peak_worker_rss_mb:.0f} MB",
+            f"{meta.task_memory_mb:.0f} MB", f"{budget:.0f} MB",
+            f"{meta.task_memory_mb / budget:.2f}x",
+        ])  # fmt: skip
+    print_table(
+        "Memory of one task in a Python worker of its own (spark.python.worker.reuse=false, "
+        "one run each): the worker at the task's start (Python and the imported libraries), "
+        "its peak (the kernel's VmHWM), the difference (run.json's task_memory_mb: the S3 "
+        "clients the task creates, its buffers, and what the allocators keep of what it freed) "
+        "and the README's budget for the settings and these files' row groups",
+        ["writer", "worker at start", "peak", "task memory", "budget", "task / budget"],
+        memory_rows,
+    )
     before = ratios[cases[0][0]][0]
     new, floor_new, floor_io = ratios[DEFAULTS]
     return [
         ("S3: parts in flight vs one at a time (goal >= 3)", before / new),
         ("S3: time / floor, writes only (goal <= 1.5)", new / floor_new),
         ("S3: time / floor, reads + writes", new / floor_io),
+        ("S3: one task's memory / budget, worst writer (goal <= 1)", worst),
     ]
