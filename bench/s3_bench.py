@@ -164,11 +164,14 @@ def _link_floor(url: str, bucket: str, shards: list, threads: int, inputs=()) ->
     return time.perf_counter() - t
 
 
+S3_CLIENTS_MB = 40  # a worker's S3 clients (pyarrow's and boto3's), measured; made once
+
+
 def _task_budget_mb(data: Path, sets: dict) -> float:
-    """The README's memory budget of one task (MB), for these files and settings: upload
-    (parts_in_flight + 1) x part size; reads: two row groups, each as fetched and decoded,
-    and ranges_in_flight x range_mb of GET responses; encoding: a batch as float32 and its
-    records."""
+    """The README's memory budget of one task (MB), for these files and settings: upload,
+    (parts_in_flight + 1) x part size; reads, the largest row group as fetched and as
+    decompressed, ranges_in_flight x range_mb of GET responses, and read_ahead + 2 decoded
+    batches; encoding, a batch's features matrix and records; the worker's S3 clients."""
     import pyarrow.parquet as pq
 
     from jobs.settings import ReadConfig, S3Settings
@@ -179,16 +182,18 @@ def _task_budget_mb(data: Path, sets: dict) -> float:
     upload = (sets.get("s3.parts_in_flight", s3.parts_in_flight) + 1) * part
     in_flight = sets.get("read.ranges_in_flight", read.ranges_in_flight)
     ranges = in_flight * sets.get("read.range_mb", read.range_mb) * mib
-    group = 0.0
+    group, row_bytes = 0.0, 0
     for f in sorted(data.glob("*.parquet")):
         file = pq.ParquetFile(f)
-        row_bytes = sum(field.type.bit_width // 8 for field in file.schema_arrow)
+        row_bytes = max(row_bytes, sum(fl.type.bit_width // 8 for fl in file.schema_arrow))
         for g in range(file.metadata.num_row_groups):
             rg = file.metadata.row_group(g)
             fetched = sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
-            group = max(group, (fetched + rg.num_rows * row_bytes) / 1e6)
+            group = max(group, (fetched + rg.total_byte_size) / 1e6)
+    ahead = sets.get("read.read_ahead", read.read_ahead)
+    batches = (ahead + 2) * read.batch_rows * row_bytes / 1e6
     encode = 2 * read.batch_rows * FEATURES * 4 / 1e6
-    return upload + 2 * group + ranges + encode
+    return upload + group + ranges + batches + encode + S3_CLIENTS_MB
 
 
 def _cpu(*pids: int) -> float:

@@ -134,7 +134,7 @@ class Selector:
         """Fill ``out`` with the features, mark rows with bad values in ``bad``; returns the
         columns that hold them (named columns only) with their counts."""
         if self.feature_columns is not None and not self.assembled:
-            x = np.empty((batch.num_rows, len(self.feature_columns)), dtype=np.float32)
+            x = self._matrix(batch.num_rows, len(self.feature_columns))
             for j, name in enumerate(self.feature_columns):
                 x[:, j], _ = _float32(batch.column(name))
             out.dense = x
@@ -157,6 +157,21 @@ class Selector:
                         (~np.isfinite(out.dense[:, j])).sum()
                     )
         return bad_columns
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_reused", None)  # a task's memory, never shipped with the plan
+        return state
+
+    def _matrix(self, n: int, d: int) -> np.ndarray:
+        """The features of a batch of named columns, in one matrix reused from batch to batch
+        (a task writes a batch's records before it selects the next): fresh tens of MB per
+        batch would be pages to fault in again, and holes in the heap."""
+        x = getattr(self, "_reused", None)
+        if x is None or x.shape[0] < n or x.shape[1] != d:
+            self._reused = None
+            x = self._reused = np.empty((n, d), dtype=np.float32)
+        return x[:n]
 
     def _labels(self, batch, out: Rows, where: str) -> np.ndarray:
         """Fill ``out.labels``; returns the rows whose label is null, NaN or infinite."""

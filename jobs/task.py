@@ -144,9 +144,9 @@ def _take(batch: pa.RecordBatch, mask: np.ndarray | None) -> pa.RecordBatch:
 class _ChannelSink:
     """The shards of one channel in one task, rolled over at the size cap."""
 
-    def __init__(self, plan: TaskPlan, channel: str, partition: int, uploads=None):
+    def __init__(self, plan: TaskPlan, channel: str, partition: int, uploads=None, reuse=None):
         self.plan, self.channel, self.partition = plan, channel, partition
-        self.uploads = uploads
+        self.uploads, self.reuse = uploads, reuse
         self.layout = RunLayout.at(plan.out, plan.run_id)
         self.writer: ShardWriter | None = None
         self.roll = 0
@@ -157,7 +157,7 @@ class _ChannelSink:
 
     def write(self, rows: Rows) -> None:
         if len(rows):
-            self.write_encoded(encode(self.plan, rows), rows.labels, len(rows))
+            self.write_encoded(encode(self.plan, rows, self.reuse), rows.labels, len(rows))
 
     def write_encoded(self, data, labels, n: int, ends: np.ndarray | None = None) -> None:
         """Append ``n`` encoded records; a shard closes before it would pass
@@ -233,13 +233,16 @@ class _Sinks(dict):
         super().__init__()
         self.plan, self.partition = plan, partition
         self.uploads = None
+        self.records = _Reused()  # every channel's records, one batch at a time
         self.finish_seconds = 0.0
 
     def sink(self, channel: str) -> _ChannelSink:
         if channel not in self:
             if self.uploads is None:
                 self.uploads = task_uploads(self.plan.out, self.plan.s3)
-            self[channel] = _ChannelSink(self.plan, channel, self.partition, self.uploads)
+            self[channel] = _ChannelSink(
+                self.plan, channel, self.partition, self.uploads, self.records
+            )
         return self[channel]
 
     def close(self) -> None:
@@ -259,10 +262,31 @@ class _Sinks(dict):
             self.uploads.abort()
 
 
-def encode(plan: TaskPlan, rows: Rows) -> bytearray:
+def encode(plan: TaskPlan, rows: Rows, reuse: _Reused | None = None):
+    """The rows' records: in ``reuse``'s buffer when given (dense records only; the caller
+    writes them out before it encodes again), else in a new bytearray."""
     if plan.encoding == "dense":
-        return codec.encode_dense(to_dense(rows, plan.feature_dim), rows.labels)
+        out = None
+        if reuse is not None:
+            layout = codec.DenseLayout.of(plan.feature_dim, rows.labels is not None)
+            out = reuse.buffer(len(rows) * layout.record_len)
+        return codec.encode_dense(to_dense(rows, plan.feature_dim), rows.labels, out=out)
     return codec.encode_sparse(*to_csr(rows), plan.feature_dim, rows.labels)
+
+
+class _Reused:
+    """A buffer a task fills again for every batch: a new one per batch would be fresh pages
+    for the kernel to fault in and zero (a batch's records are tens of MB), and, in a heap,
+    holes of batch size that the next, larger batch does not fit."""
+
+    def __init__(self):
+        self._buf = bytearray()
+
+    def buffer(self, nbytes: int) -> bytearray:
+        if len(self._buf) < nbytes:
+            self._buf = bytearray()  # the old one goes first
+            self._buf = bytearray(nbytes)
+        return self._buf
 
 
 def _rss_mb() -> float:

@@ -16,10 +16,16 @@ was a quarter of the workers' CPU. So the first task in each worker freezes what
 then (modules, classes, functions: ``gc.freeze``, made for long-lived objects; later objects are
 collected as usual), and every task tells the importers of Spark's own archives to keep their
 directory. Zips a job adds with ``--py-files`` are read again as before.
+
+A worker also gives back at once what a task frees in blocks of 4 MB or more (glibc's mmap
+threshold, fixed): left to itself glibc raises that threshold to the largest block freed so
+far, then serves batch-sized buffers from heaps that keep the freed memory, so a worker's
+resident memory grew to the most it ever held in a pattern, not what its task holds.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import re
 import sys
@@ -29,6 +35,8 @@ from pathlib import PurePath
 # (it carries PySpark's files too; thousands of entries)
 _SPARKS_ZIPS = re.compile(r"pyspark\.zip|py4j-[\w.]+-src\.zip|spark-core_[\w.+-]+\.jar")
 _frozen = False
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 4 << 20
 
 
 def settle() -> None:
@@ -43,6 +51,19 @@ def settle() -> None:
         _frozen = True
         gc.collect()
         gc.freeze()
+        return_large_blocks()
+
+
+def return_large_blocks(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Blocks of ``threshold`` bytes and more are mapped on their own and unmapped when freed
+    (glibc; elsewhere nothing changes). The big buffers a task keeps (records, features, part
+    buffers) are reused, so this costs few page faults (measured: the local direct path took
+    the same time with and without it)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
 
 
 def sparks_own_zip(path: str) -> bool:

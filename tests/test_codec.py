@@ -133,6 +133,36 @@ def test_very_wide_sparse_rows_match_the_sdk():
     assert bytes(codec.encode_sparse(m.indptr, m.indices, m.data, n_cols, y)) == sdk_sparse(m, y)
 
 
+@SETTINGS
+@given(dense_batches(), st.integers(0, 255))
+def test_dense_bytes_written_into_a_used_buffer_equal_the_sdk(batch, junk):
+    """A task reuses one buffer for every batch's records: whatever an earlier batch left in
+    it (every byte ``junk``, then records of the other labelling, so of another length), the
+    bytes are the SDK's, padding included."""
+    x, y = batch
+    out = bytearray([junk]) * (len(sdk_dense(x, np.ones(len(x), np.float32))) + 64)
+    got = codec.encode_dense(x, y, out=out)
+    assert bytes(got) == sdk_dense(x, y)
+    other = None if y is not None else np.ones(len(x), np.float32)
+    assert bytes(codec.encode_dense(x, other, out=out)) == sdk_dense(x, other)
+
+
+@pytest.mark.parametrize("d", [29, 31, 4093])
+def test_padding_written_into_a_used_buffer_is_zero(d):
+    """Dense records of these widths end in padding, which a reused buffer does not start as."""
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((50, d)).astype(np.float32)
+    y = rng.integers(0, 2, 50).astype(np.float32)
+    for labels in (y, None):
+        out = bytearray([0xAB]) * (len(sdk_dense(x, y)) + 8)
+        assert bytes(codec.encode_dense(x, labels, out=out)) == sdk_dense(x, labels)
+
+
+def test_a_buffer_too_small_for_the_records_is_refused():
+    with pytest.raises(CodecError, match="out holds 10 bytes"):
+        codec.encode_dense(np.ones((2, 3), np.float32), out=bytearray(10))
+
+
 def test_large_dense_batch_spans_several_chunks_and_matches_the_sdk():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((20_000, 13)).astype(np.float32)

@@ -8,11 +8,14 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 from helpers import write_columns
 
 from jobs.errors import InputError
-from jobs.parquet import Piece, _read_pieces, _scan_options, ahead, discover, read_pieces
+from jobs.parquet import Piece, _RangedFile, _Ranges, _read_pieces, ahead, discover, read_pieces
 from jobs.settings import S3Settings
 
 
@@ -68,8 +71,8 @@ def test_a_consumer_that_stops_early_stops_the_reader():
 
 
 def test_read_ahead_and_small_ranges_read_the_same_batches(tmp_path):
-    """What S3 inputs get (a reader thread, 1 MB ranges, 4 in flight) reads exactly what a
-    plain inline read with pyarrow's defaults does."""
+    """What S3 inputs get (a reader thread, reads split into ranges, 4 in flight) reads exactly
+    what a plain inline read does, and what pyarrow's dataset scanner reads."""
     rng = np.random.default_rng(3)
     x = rng.random((5000, 20), dtype=np.float32)
     src = write_columns(tmp_path / "in", x, rng.integers(0, 2, 5000), files=3,
@@ -77,14 +80,73 @@ def test_read_ahead_and_small_ranges_read_the_same_batches(tmp_path):
     inv = discover([src], S3Settings())
     pieces = [Piece(f) for f in inv.files] + [Piece(inv.files[0], (0, 2))]
     cols = [str(j) for j in range(20)] + ["target"]
-    plain = list(_read_pieces(pieces, S3Settings(), inv.schema, cols, 512, _scan_options(1, 32)))
+    plain = list(_read_pieces(pieces, S3Settings(), inv.schema, cols, 512, _Ranges(1, 32 << 20)))
     early = list(ahead(
-        _read_pieces(pieces, S3Settings(), inv.schema, cols, 512, _scan_options(4, 1)), 2
+        _read_pieces(pieces, S3Settings(), inv.schema, cols, 512, _Ranges(4, 4096)), 2
     ))  # fmt: skip
     assert len(plain) == len(early) > 9
+    assert all(len(b) <= 512 for b in plain)
     assert pa.Table.from_batches(plain).equals(pa.Table.from_batches(early))
+    # pyarrow's own readers as the oracle: the dataset scanner, and the row groups read whole
+    whole = pa.Table.from_batches(plain)
+    scanned = ds.dataset([f.path for f in inv.files], format="parquet").to_table(columns=cols)
+    assert whole.slice(0, scanned.num_rows).equals(scanned)
+    some = pq.ParquetFile(inv.files[0].path).read_row_groups([0, 2], columns=cols)
+    assert whole.slice(scanned.num_rows).equals(some)
     # local files are read inline whatever the settings (no latency to hide)
     local = read_pieces(pieces, S3Settings(), inv.schema, cols, 512, read_ahead=2)
     next(local)
     assert _threads() == 0
     local.close()
+
+
+def test_a_large_read_goes_out_in_ranges_in_flight_and_comes_back_whole(tmp_path):
+    """The reads pyarrow's pre-buffering makes (one per coalesced run of column chunks) are
+    split into ranged reads on the range threads, at most ``in_flight`` at once, and
+    reassembled in order; a short read is an error, not a truncated file."""
+    data = np.random.default_rng(0).bytes(100_000)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    seen, lock, at_once, most = [], threading.Lock(), [0], [0]
+
+    class Counting:
+        def __init__(self, native):
+            self.native = native
+
+        def size(self):
+            return self.native.size()
+
+        def read_at(self, n, offset):
+            with lock:
+                seen.append((offset, n, threading.current_thread().name))
+                at_once[0] += 1
+                most[0] = max(most[0], at_once[0])
+            time.sleep(0.01)
+            try:
+                return self.native.read_at(n, offset)
+            finally:
+                with lock:
+                    at_once[0] -= 1
+
+        def close(self):
+            self.native.close()
+
+    f = _RangedFile(Counting(pafs.LocalFileSystem().open_input_file(str(path))), _Ranges(3, 8192))
+    f.seek(1000)
+    assert f.read(90_000) == data[1000:91_000]
+    assert len(seen) == 11 and all(n <= 8192 for _, n, _ in seen)
+    assert all(name.startswith("s3-range") for _, _, name in seen)
+    assert most[0] == 3
+    seen.clear()
+    assert f.read(5000) == data[91_000:96_000]  # small: one read, in the caller's thread
+    assert [(o, n) for o, n, _ in seen] == [(91_000, 5000)]
+    f.seek(-10, 2)
+    assert f.read(100) == data[-10:]
+
+    class Short(Counting):
+        def read_at(self, n, offset):
+            return super().read_at(n, offset)[:-1]
+
+    g = _RangedFile(Short(pafs.LocalFileSystem().open_input_file(str(path))), _Ranges(3, 8192))
+    with pytest.raises(OSError, match="short read"):
+        g.read(50_000)

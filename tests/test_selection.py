@@ -24,6 +24,23 @@ def test_columns_become_float32_rows_with_labels():
     assert rows.nnz() == 4
 
 
+def test_batches_of_any_size_after_one_another_and_a_pickled_selector_are_independent():
+    """The features matrix is reused from batch to batch: each batch still gets exactly its
+    rows, whatever the previous batch's size; a selector shipped to a task carries none."""
+    import pickle
+
+    sel = _selector()
+    for n in (5, 2, 7, 0, 3):
+        a = np.arange(n, dtype=np.float64) + 10 * n
+        batch = pa.RecordBatch.from_pydict(
+            {"a": a, "b": -a, LABEL: pa.array(np.zeros(n), pa.float32())}
+        )
+        rows = sel.rows(batch, "f.parquet")
+        np.testing.assert_array_equal(rows.dense, np.stack([a, -a], axis=1).astype(np.float32))
+    assert len(pickle.dumps(sel)) < len(pickle.dumps(_selector())) + 200
+    assert not hasattr(pickle.loads(pickle.dumps(sel)), "_reused")
+
+
 @pytest.mark.parametrize(
     "invalid, rows_left, fixed, dropped", [("drop", 1, 0, 2), ("zero", 3, 2, 0)]
 )

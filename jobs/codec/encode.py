@@ -134,10 +134,13 @@ def _as_labels(labels, n: int) -> np.ndarray | None:
     return np.ascontiguousarray(labels, dtype="<f4")
 
 
-def encode_dense(features, labels=None) -> bytearray:
+def encode_dense(features, labels=None, out=None):
     """RecordIO-protobuf bytes for a dense ``(n, d)`` batch, one record per row.
 
     Values are written as float32 (other dtypes are cast); ``labels``, when given, one per row.
+    ``out``, a writable buffer of at least the records' size, is written (and a memoryview of
+    the records in it returned) instead of a new bytearray: a caller that writes a batch's
+    records out before it encodes the next reuses memory already paged in.
     """
     features = np.asarray(features)
     if features.ndim != 2:
@@ -149,22 +152,29 @@ def encode_dense(features, labels=None) -> bytearray:
     layout = DenseLayout.of(d, labels is not None)
     features = np.ascontiguousarray(features, dtype="<f4")
     rec = layout.record_len
-    buf = bytearray(n * rec)
-    out = np.frombuffer(buf, dtype=np.uint8).reshape(n, rec)
+    if out is None:
+        buf = bytearray(n * rec)  # starts zeroed, so the padding already is
+    else:
+        buf = memoryview(out).cast("B")[: n * rec]
+        if len(buf) < n * rec:
+            raise CodecError(f"out holds {len(buf):,} bytes; {n:,} records need {n * rec:,}")
+    mat = np.frombuffer(buf, dtype=np.uint8).reshape(n, rec)
     h = len(layout.header)
     header = np.frombuffer(layout.header, dtype=np.uint8)
     label_prefix = np.frombuffer(LABEL_PREFIX, dtype=np.uint8)
     feature_bytes = features.view(np.uint8).reshape(n, 4 * d)
     end = h + 4 * d
+    written = layout.label_offset + 4 if labels is not None else end
     for s in range(0, n, CHUNK_ROWS):
         e = min(n, s + CHUNK_ROWS)
-        out[s:e, :h] = header
-        out[s:e, h:end] = feature_bytes[s:e]
+        mat[s:e, :h] = header
+        mat[s:e, h:end] = feature_bytes[s:e]
         if labels is not None:
-            out[s:e, end : end + len(LABEL_PREFIX)] = label_prefix
+            mat[s:e, end : end + len(LABEL_PREFIX)] = label_prefix
             lo = layout.label_offset
-            out[s:e, lo : lo + 4] = labels[s:e].view(np.uint8).reshape(-1, 4)
-        # bytearray starts zeroed, so the padding already is.
+            mat[s:e, lo : lo + 4] = labels[s:e].view(np.uint8).reshape(-1, 4)
+        if out is not None:
+            mat[s:e, written:] = 0  # the padding: ``out`` may hold an earlier batch's bytes
     return buf
 
 
