@@ -165,13 +165,17 @@ def _link_floor(url: str, bucket: str, shards: list, threads: int, inputs=()) ->
 
 
 S3_CLIENTS_MB = 40  # a worker's S3 clients (pyarrow's and boto3's), measured; made once
+# what pyarrow holds while it decodes a batch, per byte of the batch (measured on the bench's
+# files, one file read alone: 71 / 87 / 120 MB at 2,048 / 4,096 / 8,192 rows a batch)
+DECODING = 2.5
 
 
 def _task_budget_mb(data: Path, sets: dict) -> float:
     """The README's memory budget of one task (MB), for these files and settings: upload,
     (parts_in_flight + 1) x part size; reads, the largest row group as fetched and as
-    decompressed, ranges_in_flight x range_mb of GET responses, and read_ahead + 2 decoded
-    batches; encoding, a batch's features matrix and records; the worker's S3 clients."""
+    decompressed, ranges_in_flight x range_mb of GET responses, the task's batch, read_ahead - 1
+    ready and one being decoded (DECODING x its size); encoding, a batch's features matrix and
+    records; the worker's S3 clients."""
     import pyarrow.parquet as pq
 
     from jobs.settings import ReadConfig, S3Settings
@@ -191,7 +195,8 @@ def _task_budget_mb(data: Path, sets: dict) -> float:
             fetched = sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
             group = max(group, (fetched + rg.total_byte_size) / 1e6)
     ahead = sets.get("read.read_ahead", read.read_ahead)
-    batches = (ahead + 2) * read.batch_rows * row_bytes / 1e6
+    batch = read.batch_rows * row_bytes / 1e6
+    batches = (1 + max(ahead - 1, 0) + DECODING) * batch
     encode = 2 * read.batch_rows * FEATURES * 4 / 1e6
     return upload + group + ranges + batches + encode + S3_CLIENTS_MB
 

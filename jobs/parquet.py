@@ -573,29 +573,22 @@ _END = object()
 
 
 def ahead(items: Iterator, depth: int) -> Iterator:
-    """``items``, produced by a thread of their own up to ``depth`` ahead of the consumer;
-    pyarrow releases the GIL while it reads and decodes, so the two overlap. An error is raised
-    where the item would have been; a consumer that stops early stops the thread."""
-    slots: queue.Queue = queue.Queue(depth)
+    """``items``, produced by a thread of their own up to ``depth`` ahead of the consumer (the
+    one being produced counts: the thread starts an item only when there is room for it, so a
+    batch never waits, decoded, for a place in the queue); pyarrow releases the GIL while it
+    reads and decodes, so the two overlap. An error is raised where the item would have been;
+    a consumer that stops early stops the thread."""
+    ready: queue.Queue = queue.Queue()  # bounded by ``room``
+    room = threading.Semaphore(depth)
     stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                pass
-        return False
 
     def produce() -> None:
         try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_END)
+            for item in _when(room, stop, items):
+                ready.put(item)
+            ready.put(_END)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            put(_Raised(exc))
+            ready.put(_Raised(exc))
         finally:
             close = getattr(items, "close", None)
             if close is not None:
@@ -605,7 +598,8 @@ def ahead(items: Iterator, depth: int) -> Iterator:
     thread.start()
     try:
         while True:
-            item = slots.get()
+            item = ready.get()
+            room.release()
             if item is _END:
                 return
             if isinstance(item, _Raised):
@@ -614,6 +608,21 @@ def ahead(items: Iterator, depth: int) -> Iterator:
     finally:
         stop.set()
         thread.join()
+
+
+def _when(room: threading.Semaphore, stop: threading.Event, items: Iterator) -> Iterator:
+    """``items``, each taken only once ``room`` has a place for it (or none once ``stop``)."""
+    items = iter(items)
+    while True:
+        while not room.acquire(timeout=0.05):
+            if stop.is_set():
+                return
+        if stop.is_set():
+            return
+        try:
+            yield next(items)
+        except StopIteration:
+            return
 
 
 def _with_partition(batch, partition: dict, columns, schema) -> pa.RecordBatch:

@@ -64,6 +64,9 @@ class Rows:
         return int(np.count_nonzero(self.dense)) if self.dense is not None else int(self.indptr[-1])
 
 
+FINITE_ROWS = 1024  # rows checked for NaN and infinities at a time
+
+
 class Selector:
     """Turns Arrow batches into Rows: checks, the invalid-value policy, label domain."""
 
@@ -193,8 +196,12 @@ class Selector:
         return lbad
 
     def _finite_rows(self, out: Rows) -> np.ndarray:
-        if out.dense is not None:
-            return np.isfinite(out.dense).all(axis=1)
+        if out.dense is not None:  # in slices: a whole batch's mask would be MBs for a moment
+            x = out.dense
+            finite = np.empty(len(x), dtype=bool)
+            for s in range(0, len(x), FINITE_ROWS):
+                np.isfinite(x[s : s + FINITE_ROWS]).all(axis=1, out=finite[s : s + FINITE_ROWS])
+            return finite
         ok = np.isfinite(out.values)
         if ok.all():
             return np.ones(len(out.indptr) - 1, dtype=bool)

@@ -104,7 +104,7 @@ class OutputConfig:
 class ReadConfig:
     path: str = "auto"  # auto | direct | spark
     batch_rows: int = 8192
-    read_ahead: int = 2  # direct path: batches a reader thread keeps ready (0: read inline)
+    read_ahead: int = 2  # direct path: batches a reader thread reads ahead (0: read inline)
     ranges_in_flight: int = 4  # direct path: ranged GETs of a file on the wire at once
     range_mb: int = 8  # direct path: column chunks coalesced into GETs of up to this size
     # direct-path tasks, sized as Spark's file scan sizes them (spark.sql.files.*)
