@@ -460,14 +460,16 @@ def _read_pieces(
         fs, _ = filesystem(piece.uri, s3)
         schema = pa.schema([inventory_schema.field(c) for c in data_cols])
         try:
-            parquet = pq.ParquetFile(_open(piece, fs, ranges), pre_buffer=True)
-            present = set(parquet.schema_arrow.names)
-            for batch in parquet.iter_batches(
-                batch_size=batch_rows, row_groups=piece.row_groups,
-                columns=[c for c in data_cols if c in present], use_threads=False,
-            ):  # fmt: skip
-                batch = _conform(batch, schema)
-                yield _with_partition(batch, partition, columns, inventory_schema)
+            with _open(piece, fs, ranges) as source:
+                # extension types off: the types discovery read from the footers
+                parquet = pq.ParquetFile(source, pre_buffer=True, arrow_extensions_enabled=False)
+                present = set(parquet.schema_arrow.names)
+                for batch in parquet.iter_batches(
+                    batch_size=batch_rows, row_groups=piece.row_groups,
+                    columns=[c for c in data_cols if c in present], use_threads=False,
+                ):  # fmt: skip
+                    batch = _conform(batch, schema)
+                    yield _with_partition(batch, partition, columns, inventory_schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
             raise InputError(f"cannot read Parquet file {piece.uri}: {exc}") from None
 
@@ -543,21 +545,25 @@ class _RangedFile(io.RawIOBase):
         self.pos = start + n
         step = self.ranges.range_bytes
         if n <= step:
-            return self.native.read_at(n, start)
+            return self._get(start, n)
         out = bytearray(n)
         view = memoryview(out)
 
         def fetch(at: int) -> None:
             k = min(step, n - at)
-            data = self.native.read_at(k, start + at)
-            if len(data) != k:
-                raise OSError(f"short read: {len(data)} of {k} bytes at offset {start + at}")
-            view[at : at + k] = data
+            view[at : at + k] = memoryview(self._get(start + at, k)).cast("B")
 
         pool = _range_pool(self.ranges.in_flight)
         for future in [pool.submit(fetch, at) for at in range(0, n, step)]:
             future.result()
         return out
+
+    def _get(self, offset: int, n: int) -> pa.Buffer:
+        """One ranged read, as pyarrow's buffer (``read_at`` would copy it into bytes)."""
+        data = self.native.get_stream(offset, n).read_buffer(n)
+        if len(data) != n:
+            raise OSError(f"short read: {len(data)} of {n} bytes at offset {offset}")
+        return data
 
     def close(self) -> None:
         self.native.close()
