@@ -138,15 +138,18 @@ def test_files_named_like_ours_without_a_marker_are_not_removed(tmp_path):
 
 
 def _race(args):
-    """One contender: wait for all, then try to take the lease; report the outcome."""
-    barrier, settings, uri, index = args
+    """One contender: wait for all, then try to take the lease; a winner holds it until every
+    contender has tried (on a loaded machine a fixed pause let a late one take it after the
+    release: two winners one after the other, not at once). Reports the outcome."""
+    start, tried, settings, uri, index = args
     store = Store(settings)
-    barrier.wait()
+    start.wait(120)
     try:
         lease = take(store, uri, "error", False, 60)
     except LeaseHeld as exc:
+        tried.wait(120)
         return ("held", str(exc))
-    time.sleep(0.3)  # hold it while the others look
+    tried.wait(120)
     lease.release()
     return ("won", lease.run_id)
 
@@ -154,9 +157,10 @@ def _race(args):
 def _contend(settings, uri, contenders: int) -> list[tuple[str, str]]:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager:
-        barrier = manager.Barrier(contenders)
+        start, tried = manager.Barrier(contenders), manager.Barrier(contenders)
+        args = [(start, tried, settings, uri, i) for i in range(contenders)]
         with ctx.Pool(contenders) as pool:
-            return pool.map(_race, [(barrier, settings, uri, i) for i in range(contenders)])
+            return pool.map(_race, args)
 
 
 def _assert_one_winner(outcomes, uri):
