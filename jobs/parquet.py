@@ -516,8 +516,9 @@ def _range_pool(in_flight: int) -> ThreadPoolExecutor:
 
 class _RangedFile(io.RawIOBase):
     """A pyarrow file whose reads larger than a range are split into concurrent ranged GETs
-    (each ``read_at`` releases the GIL) and assembled in order; smaller reads go straight
-    through. Wrapped in ``pa.PythonFile`` for ``pq.ParquetFile``, which reads under a lock."""
+    (pyarrow releases the GIL while each one waits) and assembled in order; smaller reads go
+    straight through. Wrapped in ``pa.PythonFile`` for ``pq.ParquetFile``, which reads under a
+    lock."""
 
     def __init__(self, native: pa.NativeFile, ranges: _Ranges):
         super().__init__()
