@@ -488,10 +488,12 @@ def _open(piece: Piece, fs: pafs.FileSystem, ranges: _Ranges):
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """``batch`` with ``schema``'s columns: NULLs where the file lacks one (Spark's
     ``mergeSchema``); the types already agree (:func:`_unify` refuses files that differ)."""
-    if batch.schema.names == schema.names:
+    names = batch.schema.names  # a new list at each access: read once, not once per column
+    if names == schema.names:
         return batch
+    present = set(names)
     arrays = [
-        batch.column(f.name) if f.name in batch.schema.names else pa.nulls(batch.num_rows, f.type)
+        batch.column(f.name) if f.name in present else pa.nulls(batch.num_rows, f.type)
         for f in schema
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
