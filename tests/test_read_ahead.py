@@ -15,7 +15,16 @@ import pytest
 from helpers import write_columns
 
 from jobs.errors import InputError
-from jobs.parquet import Piece, _RangedFile, _Ranges, _read_pieces, ahead, discover, read_pieces
+from jobs.parquet import (
+    Piece,
+    _RangedFile,
+    _Ranges,
+    _read_pieces,
+    ahead,
+    chunk_runs,
+    discover,
+    read_pieces,
+)
 from jobs.settings import S3Settings
 
 
@@ -151,3 +160,116 @@ def test_a_large_read_goes_out_in_ranges_in_flight_and_comes_back_whole(tmp_path
     g = _RangedFile(Short(pafs.LocalFileSystem().open_input_file(str(path))), _Ranges(3, 8192))
     with pytest.raises(OSError, match="short read"):
         g.read(50_000)
+
+
+def test_the_next_row_group_is_fetched_while_this_one_is_read(tmp_path):
+    """With the row groups' chunk runs planned, row group k + 1's GETs go out when pyarrow
+    starts on k, each planned byte is fetched once, no chunk of a column not asked for is
+    fetched, at most two row groups are held, and the batches are pyarrow's own."""
+    rng = np.random.default_rng(5)
+    x = rng.random((9000, 20), dtype=np.float32)  # chunks of 12 KB: gaps beyond HOLE_BYTES
+    src = write_columns(tmp_path / "in", x, rng.integers(0, 2, 9000), files=1,
+                        row_group_size=2000)  # fmt: skip
+    path = discover([src], S3Settings()).files[0].path
+    cols = ["3", "4", "10", "target"]
+    gets, asked, held = [], [], []
+    lock = threading.Lock()
+
+    class Recording:
+        def __init__(self, native):
+            self.native = native
+
+        def size(self):
+            return self.native.size()
+
+        def get_stream(self, offset, n):
+            with lock:
+                gets.append((offset, n))
+            return pa.BufferReader(self.native.read_at(n, offset))
+
+        def close(self):
+            self.native.close()
+
+    class Watched(_RangedFile):
+        def read(self, n=-1):
+            start = self.pos
+            for k, runs in enumerate(self.groups):
+                if any(s <= start < s + length for s, length in runs):
+                    asked.append((k, k in self.fetched))
+            out = super().read(n)
+            held.append(len(self.fetched))
+            return out
+
+    native = pafs.LocalFileSystem().open_input_file(path)
+    ranged = Watched(Recording(native), _Ranges(3, 4096))
+    parquet = pq.ParquetFile(pa.PythonFile(ranged, mode="r"), pre_buffer=False)
+    ranged.plan(chunk_runs(parquet.metadata, None, cols))
+    groups, footer = ranged.groups, len(gets)
+    assert footer > 0
+    assert len(groups) == 5
+    got = pa.Table.from_batches(list(parquet.iter_batches(batch_size=300, columns=cols)))
+    assert got.equals(pq.read_table(path, columns=cols))
+    firsts = {}
+    for k, ready in asked:
+        firsts.setdefault(k, ready)
+    assert firsts == {0: False, **{k: True for k in range(1, 5)}}  # each after the first: early
+    assert max(held) <= 2
+    planned = sorted((s, length) for runs in groups for s, length in runs)
+    gets = gets[footer:]  # the footer's were read before the plan
+    inside = [(o, n) for o, n in gets if any(s <= o < s + length for s, length in planned)]
+    assert sum(n for _, n in inside) == sum(length for _, length in planned)  # each byte once
+    assert len(set(inside)) == len(inside)
+    meta = parquet.metadata
+    chunks = [meta.row_group(g).column(c) for g in range(5) for c in range(meta.num_columns)]
+    unasked = [
+        (min(c.data_page_offset, c.dictionary_page_offset or c.data_page_offset),
+         c.total_compressed_size)
+        for c in chunks if c.path_in_schema not in cols
+    ]  # fmt: skip
+    over = [max(0, min(o + n, s + length) - max(o, s)) for o, n in inside for s, length in unasked]
+    assert sum(over) <= 100 * len(planned)  # at most pyarrow's padding past a chunk we read
+    assert not [(o, n) for o, n in gets if o not in {s for s, _ in planned} and (o, n) not in
+                inside and any(s <= o < s + length for s, length in unasked)]  # fmt: skip
+
+
+def test_the_next_file_is_opened_and_fetched_while_this_one_is_read(tmp_path, monkeypatch):
+    """From S3, a task's next file is opened (footer read, runs planned) and its first row
+    group's GETs go out once this file is on its last row group; the batches are the same
+    as read one file after another, and no file is left open."""
+    from jobs import parquet as jp
+
+    rng = np.random.default_rng(7)
+    x = rng.random((4000, 20), dtype=np.float32)
+    src = write_columns(tmp_path / "in", x, rng.integers(0, 2, 4000), files=4,
+                        row_group_size=500)  # fmt: skip
+    inv = discover([src], S3Settings())
+    cols = [str(j) for j in range(20)] + ["target"]
+    firsts, files = [], []
+
+    class Watched(_RangedFile):
+        def __init__(self, *args):
+            super().__init__(*args)
+            files.append(self)
+            self.first = None
+
+        def read(self, n=-1):
+            if self.groups and self.first is None and self.pos >= self.index[0][0]:
+                self.first = 0 in self.fetched
+                firsts.append((len(files), files.index(self), self.first))
+            return super().read(n)
+
+    monkeypatch.setattr(jp, "_RangedFile", Watched)
+    pieces = [Piece(f) for f in inv.files]
+    assert [f.rows for f in inv.files] == [1000] * 4
+    early, seen, rows = [], [], 0
+    for batch in _read_pieces(pieces, S3Settings(), inv.schema, cols, 300, _Ranges(4, 4096)):
+        seen.append((rows // 1000, len(files)))  # the file it came from, files opened by then
+        early.append(batch)
+        rows += batch.num_rows
+    plain = list(_read_pieces(pieces, S3Settings(), inv.schema, cols, 300, _Ranges(1, 4096)))
+    assert pa.Table.from_batches(early).equals(pa.Table.from_batches(plain))
+    # while file k is read, file k + 1 is opened (not when k is done), and no further
+    for k in range(3):
+        assert max(opened for f, opened in seen if f == k) == k + 2
+    assert all(ready for _, _, ready in firsts)  # pyarrow found each first run on its way
+    assert all(f.closed for f in files)
