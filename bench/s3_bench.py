@@ -178,9 +178,8 @@ DECODING = 2.5
 
 def _task_budget_mb(data: Path, sets: dict) -> float:
     """The README's memory budget of one task (MB), for these files and settings: upload,
-    (parts_in_flight + 1) x part size; reads, the largest row group as fetched (twice: the
-    next one's GETs go out while it decodes) and as decompressed, ranges_in_flight x range_mb
-    of GET responses, the task's batch, read_ahead - 1
+    (parts_in_flight + 1) x part size; reads, the largest row group as fetched and as
+    decompressed, ranges_in_flight x range_mb of GET responses, the task's batch, read_ahead - 1
     ready and one being decoded (DECODING x its size); encoding, a batch's features matrix and
     records; the worker's S3 clients."""
     import pyarrow.parquet as pq
@@ -200,7 +199,7 @@ def _task_budget_mb(data: Path, sets: dict) -> float:
         for g in range(file.metadata.num_row_groups):
             rg = file.metadata.row_group(g)
             fetched = sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
-            group = max(group, (2 * fetched + rg.total_byte_size) / 1e6)
+            group = max(group, (fetched + rg.total_byte_size) / 1e6)
     ahead = sets.get("read.read_ahead", read.read_ahead)
     batch = read.batch_rows * row_bytes / 1e6
     batches = (1 + max(ahead - 1, 0) + DECODING) * batch

@@ -16,7 +16,6 @@ from the environment's default chain, never from config.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import io
 import queue
@@ -454,81 +453,36 @@ def _read_pieces(
     holds a batch's columns, not a whole decoded row group: the dataset scanner decodes whole
     row groups, and at its peak holds 2-3 times one (227 MB for a 59 MB row group of the
     bench's files, against 120 MB at 8,192 rows a batch). The row groups' column chunks are
-    still fetched whole, in ranged GETs (:class:`_Ranges`), one row group ahead: once a file
-    from S3 is on its last row group, the next file is opened and its first row group's GETs
-    go out."""
-    following = None
-    try:
-        for i, piece in enumerate(pieces):
-            this = following or _Opened(piece, s3, inventory_schema, columns, ranges)
-            following = None
-            try:
-                for batch in this.batches(batch_rows):
-                    if following is None and i + 1 < len(pieces) and this.on_last_group():
-                        following = _Opened(pieces[i + 1], s3, inventory_schema, columns, ranges)
-                    yield _with_partition(batch, this.partition, columns, inventory_schema)
-            finally:
-                this.close()
-    finally:
-        if following is not None:
-            following.close()
-
-
-class _Opened:
-    """A piece's file, open: its footer read and, from S3, its chunk runs planned and its first
-    row group's GETs on the wire. An error opening it is raised when its batches are asked
-    for, naming the file."""
-
-    def __init__(self, piece: Piece, s3, inventory_schema: pa.Schema, columns, ranges: _Ranges):
-        self.piece, self.source, self.ranged, self.error = piece, None, None, None
-        self.partition = dict(piece.file.partition)
-        data_cols = [c for c in columns if c not in self.partition]
-        self.schema = pa.schema([inventory_schema.field(c) for c in data_cols])
+    still fetched whole and coalesced (``pre_buffer``), in ranged GETs (:class:`_Ranges`)."""
+    for piece in pieces:
+        partition = dict(piece.file.partition)
+        data_cols = [c for c in columns if c not in partition]
         fs, _ = filesystem(piece.uri, s3)
+        schema = pa.schema([inventory_schema.field(c) for c in data_cols])
         try:
-            self.source, self.ranged = _open(piece, fs, ranges)
-            # extension types off: the types discovery read from the footers
-            self.parquet = pq.ParquetFile(
-                self.source, pre_buffer=self.ranged is None, arrow_extensions_enabled=False
-            )
-            present = set(self.parquet.schema_arrow.names)
-            self.read = [c for c in data_cols if c in present]
-            if self.ranged is not None:
-                self.ranged.plan(chunk_runs(self.parquet.metadata, piece.row_groups, self.read))
-                self.ranged.prefetch(0)
+            with _open(piece, fs, ranges) as source:
+                # extension types off: the types discovery read from the footers
+                parquet = pq.ParquetFile(source, pre_buffer=True, arrow_extensions_enabled=False)
+                present = set(parquet.schema_arrow.names)
+                for batch in parquet.iter_batches(
+                    batch_size=batch_rows, row_groups=piece.row_groups,
+                    columns=[c for c in data_cols if c in present], use_threads=False,
+                ):  # fmt: skip
+                    batch = _conform(batch, schema)
+                    yield _with_partition(batch, partition, columns, inventory_schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-            self.error = exc
-
-    def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        try:
-            if self.error is not None:
-                raise self.error
-            for batch in self.parquet.iter_batches(
-                batch_size=batch_rows, row_groups=self.piece.row_groups, columns=self.read,
-                use_threads=False,
-            ):  # fmt: skip
-                yield _conform(batch, self.schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-            raise InputError(f"cannot read Parquet file {self.piece.uri}: {exc}") from None
-
-    def on_last_group(self) -> bool:
-        return self.ranged is not None and self.ranged.on_last_group()
-
-    def close(self) -> None:
-        if self.source is not None:
-            self.source.close()
+            raise InputError(f"cannot read Parquet file {piece.uri}: {exc}") from None
 
 
 def _open(piece: Piece, fs: pafs.FileSystem, ranges: _Ranges):
-    """The piece's file, and the ranged reader under it (None: read inline). On S3 opening it
-    asks for its size (a HEAD request: pyarrow opens a file at a known size only for its
-    dataset scanner); with read-ahead that happens on the reader thread while the task encodes
-    the file before, so only a task's first file waits for it."""
+    """The piece's file. On S3 opening it asks for its size (a HEAD request: pyarrow opens a
+    file at a known size only for its dataset scanner); with read-ahead that happens on the
+    reader thread while the task encodes the file before, so only a task's first file waits
+    for it."""
     native = fs.open_input_file(piece.file.path)
     if ranges.in_flight <= 1:
-        return native, None
-    ranged = _RangedFile(native, ranges)
-    return pa.PythonFile(ranged, mode="r"), ranged
+        return native
+    return pa.PythonFile(_RangedFile(native, ranges), mode="r")
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -555,17 +509,6 @@ class _Ranges:
     in_flight: int
     range_bytes: int
 
-    def step(self, n: int) -> int:
-        """The size of each GET for a read of ``n`` bytes: the read spread over every
-        connection in flight, each GET at most ``range_bytes`` and (first-byte latency is paid
-        per GET) at least MIN_RANGE_BYTES. A 24 MB row group with 4 in flight goes out as
-        4 GETs of 6 MB, not 3 of 8 MB and one connection idle."""
-        even = -(-n // self.in_flight)
-        return min(self.range_bytes, max(even, MIN_RANGE_BYTES))
-
-
-MIN_RANGE_BYTES = 1 << 20
-
 
 @functools.lru_cache(maxsize=4)
 def _range_pool(in_flight: int) -> ThreadPoolExecutor:
@@ -573,68 +516,17 @@ def _range_pool(in_flight: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(in_flight, thread_name_prefix="s3-range")
 
 
-class _Run:
-    """Column chunks of one row group next to one another, as ranged GETs in flight. A read
-    inside one GET's bytes is a slice of its buffer; only a read across two is copied (a
-    column chunk on the boundary), so a run is never assembled whole."""
-
-    def __init__(self, parts: list):
-        self.parts = parts  # [(offset in the run, the future of its GET's buffer)]
-        self.offsets = [at for at, _ in parts]
-
-    def read(self, at: int, n: int):
-        i = bisect.bisect_right(self.offsets, at) - 1
-        first, future = self.parts[i]
-        buf = future.result()
-        if at + n <= first + len(buf):
-            return buf.slice(at - first, n)
-        out, done = bytearray(n), 0
-        while done < n:
-            first, future = self.parts[i]
-            buf = memoryview(future.result()).cast("B")
-            k = min(n - done, first + len(buf) - (at + done))
-            out[done : done + k] = buf[at + done - first : at + done - first + k]
-            done, i = done + k, i + 1
-        return out
-
-    def cancel(self) -> None:
-        for _, future in self.parts:
-            future.cancel()
-
-
 class _RangedFile(io.RawIOBase):
     """A pyarrow file whose reads larger than a range are split into concurrent ranged GETs
     (pyarrow releases the GIL while each one waits) and assembled in order; smaller reads go
     straight through. Wrapped in ``pa.PythonFile`` for ``pq.ParquetFile``, which reads under a
-    lock.
-
-    Given the row groups' column chunk runs (:meth:`plan`), it does the pre-buffering itself,
-    one row group ahead: when pyarrow (pre-buffering off) reads its first chunk of row group k,
-    the runs of k + 1 go out as GETs too, so they arrive while k decodes and encodes instead of
-    stalling the reader at each row group; each chunk is then a slice of a fetched run.
-    (pyarrow's own pre-buffering coalesces chunks across row groups, up to 32 MB, fetched only
-    when first needed.)"""
+    lock."""
 
     def __init__(self, native: pa.NativeFile, ranges: _Ranges):
         super().__init__()
         self.native, self.ranges = native, ranges
         self.size = native.size()
         self.pos = 0
-        self.groups: list[list[tuple[int, int]]] = []  # row groups in reading order: runs
-        self.index: list[tuple[int, int, int, int]] = []  # (start, end, group, run), by start
-        self.starts: list[int] = []
-        self.fetched: dict[int, list[_Run]] = {}  # at most this row group and the next
-        self.current = -1  # the row group pyarrow reads now
-
-    def plan(self, groups: list[list[tuple[int, int]]]) -> None:
-        """The (start, length) runs of each row group to be read, in the order of reading
-        (none past the end of the file)."""
-        groups = [[(s, min(n, self.size - s)) for s, n in runs if s < self.size] for runs in groups]
-        self.groups, self.fetched = groups, {}
-        self.index = sorted(
-            (s, s + n, k, i) for k, runs in enumerate(groups) for i, (s, n) in enumerate(runs)
-        )
-        self.starts = [run[0] for run in self.index]
 
     def readable(self) -> bool:
         return True
@@ -654,10 +546,7 @@ class _RangedFile(io.RawIOBase):
         start = self.pos
         n = self.size - start if n is None or n < 0 else min(n, max(self.size - start, 0))
         self.pos = start + n
-        planned = self._planned(start, n)
-        if planned is not None:
-            return planned
-        step = self.ranges.step(n)
+        step = self.ranges.range_bytes
         if n <= step:
             return self._get(start, n)
         out = bytearray(n)
@@ -672,43 +561,6 @@ class _RangedFile(io.RawIOBase):
             future.result()
         return out
 
-    def _planned(self, start: int, n: int) -> pa.Buffer | bytearray | None:
-        """The bytes from a planned run that holds them all; row group k's runs (fetched now
-        if not already) and k + 1's (fetched from now on) are kept, earlier ones dropped."""
-        at = bisect.bisect_right(self.starts, start) - 1
-        if at < 0 or start + n > self.index[at][1]:
-            return None
-        s, _, k, i = self.index[at]
-        self.current = k
-        here = self._fetch(k)
-        self._fetch(k + 1)
-        for j in [j for j in self.fetched if j < k]:
-            del self.fetched[j]
-        return here[i].read(start - s, n)
-
-    def prefetch(self, k: int) -> None:
-        """Row group k's GETs out now, before pyarrow asks for its chunks."""
-        self._fetch(k)
-
-    def on_last_group(self) -> bool:
-        return self.current == len(self.groups) - 1
-
-    def _fetch(self, k: int) -> list[_Run]:
-        if k >= len(self.groups):
-            return []
-        if k not in self.fetched:
-            pool = _range_pool(self.ranges.in_flight)
-            fetched = []
-            for s, length in self.groups[k]:
-                step = self.ranges.step(length)
-                parts = [
-                    (at, pool.submit(self._get, s + at, min(step, length - at)))
-                    for at in range(0, length, step)
-                ]
-                fetched.append(_Run(parts))
-            self.fetched[k] = fetched
-        return self.fetched[k]
-
     def _get(self, offset: int, n: int) -> pa.Buffer:
         """One ranged read, as pyarrow's buffer (``read_at`` would copy it into bytes)."""
         data = self.native.get_stream(offset, n).read_buffer(n)
@@ -717,47 +569,8 @@ class _RangedFile(io.RawIOBase):
         return data
 
     def close(self) -> None:
-        for runs in self.fetched.values():  # a reader that stopped early: no GETs left over
-            for run in runs:
-                run.cancel()
-        self.fetched = {}
         self.native.close()
         super().close()
-
-
-HOLE_BYTES = 8192  # gaps read over rather than split into two GETs (pyarrow's default)
-PADDING_BYTES = 100  # what pyarrow may read past a chunk's end (PARQUET-816, old parquet-mr)
-
-
-def chunk_runs(
-    metadata: pq.FileMetaData, row_groups: list[int] | None, columns: list[str]
-) -> list[list[tuple[int, int]]]:
-    """For each row group to read, in order, the byte runs of the chunks of ``columns`` (a
-    nested column's leaves included) as pyarrow reads them (from the dictionary page, with the
-    padding it may add), gaps up to HOLE_BYTES bridged. A read that falls outside them is
-    simply fetched when asked for."""
-    wanted = set(columns)
-    groups = []
-    for g in range(metadata.num_row_groups) if row_groups is None else row_groups:
-        rg = metadata.row_group(g)
-        spans = []
-        for c in range(rg.num_columns):
-            chunk = rg.column(c)
-            path = chunk.path_in_schema
-            if path not in wanted and path.split(".", 1)[0] not in wanted:
-                continue
-            start = chunk.data_page_offset
-            if chunk.has_dictionary_page and 0 < (chunk.dictionary_page_offset or 0) < start:
-                start = chunk.dictionary_page_offset
-            spans.append((start, start + chunk.total_compressed_size + PADDING_BYTES))
-        runs: list[list[int]] = []
-        for a, b in sorted(spans):
-            if runs and a - runs[-1][1] <= HOLE_BYTES:
-                runs[-1][1] = max(runs[-1][1], b)
-            else:
-                runs.append([a, b])
-        groups.append([(a, b - a) for a, b in runs])
-    return groups
 
 
 class _Raised:

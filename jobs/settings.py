@@ -105,9 +105,8 @@ class ReadConfig:
     path: str = "auto"  # auto | direct | spark
     batch_rows: int = 8192
     read_ahead: int = 2  # direct path: batches a reader thread reads ahead (0: read inline)
-    ranges_in_flight: int = 4  # direct path: ranged GETs of a file on the wire at once (a row
-    # group's chunks are spread over them; the next row group's go out while one decodes)
-    range_mb: int = 8  # direct path: the most one of those GETs asks for (at least 1 MB)
+    ranges_in_flight: int = 4  # direct path: ranged GETs of a file on the wire at once
+    range_mb: int = 8  # direct path: column chunks coalesced into GETs of up to this size
     # direct-path tasks, sized as Spark's file scan sizes them (spark.sql.files.*)
     max_task_mb: int = 128  # maxPartitionBytes: the most Parquet bytes one task reads
     open_cost_mb: int = 4  # openCostInBytes: what opening one more file counts as
