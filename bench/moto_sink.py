@@ -68,7 +68,6 @@ def _join_completed_parts() -> None:
             raise MalformedXML
         total = b"".join(values)
         if checksum.checksum_type == "COMPOSITE":
-            checksum.part_count = len(values)
             built = checksum.build()
         else:
             whole = compute_checksum(total, checksum.checksum_algorithm).decode()

@@ -12,7 +12,7 @@ carry over to EC2; seconds do not. The CPU columns say where the two cores went.
 spent as much CPU per run as the job (13.5-14 s: it spools every object to a temporary file,
 reads a whole object for each ranged GET and grows a completed object part by part), a cost
 S3 does not charge an EC2 instance; the sink is moto with objects held in memory once
-(``bench/moto_sink.py``, 6.2-6.9 s; BENCH_S3_SINK=moto for stock moto).
+(``bench/moto_sink.py``, about 6-7 s; BENCH_S3_SINK=moto for stock moto).
 """
 
 from __future__ import annotations

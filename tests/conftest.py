@@ -4,17 +4,13 @@ SageMaker, CloudWatch Logs and EMR. Executors and the JVM reach moto over HTTP t
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import free_port, start_server
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
@@ -52,22 +48,7 @@ os.environ["JOBS_RECORD_AWS_CALLS"] = str(AWS_CALLS)
 @pytest.fixture(scope="session")
 def moto_server():
     """The moto server on MOTO_URL (S3, SageMaker, CloudWatch Logs, EMR, IAM, KMS)."""
-    port = MOTO_URL.rsplit(":", 1)[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(MOTO_URL + "/moto-api/", timeout=1)
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("the moto server did not start") from None
-            time.sleep(0.2)
+    proc = start_server(["-m", "moto.server"], MOTO_URL, "the moto server")
     yield MOTO_URL
     proc.terminate()
     proc.wait(10)

@@ -5,17 +5,13 @@ oracle, request for request."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from conftest import REPO
-from helpers import free_port
+from helpers import free_port, start_server
 
 pytestmark = pytest.mark.aws
 
@@ -25,21 +21,7 @@ MB = 1 << 20
 @pytest.fixture(scope="module")
 def sink():
     url = f"http://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "bench" / "moto_sink.py"), "-H", "127.0.0.1", "-p",
-         url.rsplit(":", 1)[1]],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("the bench's sink did not start") from None
-            time.sleep(0.2)
+    proc = start_server([str(REPO / "bench" / "moto_sink.py")], url, "the bench's sink")
     yield url
     proc.terminate()
     proc.wait(10)
