@@ -549,8 +549,10 @@ class _RangedFile(io.RawIOBase):
         step = self.ranges.range_bytes
         if n <= step:
             return self._get(start, n)
-        out = bytearray(n)
-        view = memoryview(out)
+        # from pyarrow's pool, which keeps freed memory for the next row group: a bytearray
+        # would be zero-filled and paged in afresh at every read
+        out = pa.allocate_buffer(n)
+        view = memoryview(out).cast("B")
 
         def fetch(at: int) -> None:
             k = min(step, n - at)

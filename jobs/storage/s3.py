@@ -177,7 +177,9 @@ class S3ShardWriter(ShardWriter):
             if self._part is None:
                 self._part, self._filled = self._uploads.buffer(), 0
             k = min(self._part_bytes - self._filled, len(view))
-            self._part[self._filled : self._filled + k] = view[:k]
+            # through a memoryview: a bytearray's slice assignment first copies the value into
+            # a temporary bytearray (freshly paged in, each write)
+            memoryview(self._part)[self._filled : self._filled + k] = view[:k]
             self._filled += k
             view = view[k:]
             if self._filled == self._part_bytes:
