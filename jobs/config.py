@@ -299,6 +299,8 @@ def check(config: JobConfig) -> None:
         raise ConfigError("s3.parts_in_flight must be at least 1 (1: one part at a time)")
     if config.s3.part_size_mb < 5:
         raise ConfigError("s3.part_size_mb must be at least 5 (S3's minimum part size)")
+    if config.s3.part_size_mb > 5120:
+        raise ConfigError("s3.part_size_mb must be at most 5120 (S3's largest part, 5 GB)")
     if config.s3.kms_key_id and config.s3.sse != "aws:kms":
         raise ConfigError("s3.kms_key_id needs s3.sse: aws:kms")
     if (

@@ -47,6 +47,7 @@ def test_overrides_are_parsed_as_yaml_and_typed():
         ("output.shards=two", "output.shards: expected a number, got 'two'"),
         ("output.shards=1.5", "output.shards: expected a whole number, got 1.5"),
         ("s3.part_size_mb=1", "s3.part_size_mb must be at least 5"),
+        ("s3.part_size_mb=6000", "s3.part_size_mb must be at most 5120"),
         ("select.features.array=px", None),
         ("input.split={train: 0.5, test: 0.2}", "input: give either paths"),
         ("no_equals_sign", "expected key.path=value"),

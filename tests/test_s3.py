@@ -13,6 +13,7 @@ from jobs.errors import StorageError
 from jobs.runinfo import load_run
 from jobs.spark_job import convert
 from jobs.storage import Location, Store, open_shard
+from jobs.storage import s3 as s3_storage
 
 pytestmark = pytest.mark.aws
 
@@ -71,6 +72,39 @@ def test_parts_upload_concurrently_and_assemble_in_order(s3, bucket, s3_settings
         s3.meta.events.unregister("before-send.s3.UploadPart", slow)
     assert peak[0] == 3  # never more than parts_in_flight, and really that many
     assert s3.get_object(Bucket=bucket, Key=dest.key)["Body"].read() == data
+    assert not pending_uploads(s3, bucket)
+
+
+def test_a_shard_past_parts_per_size_goes_up_in_larger_parts(s3, bucket, s3_settings, monkeypatch):
+    """Part sizes double every PARTS_PER_SIZE parts (2,000 on S3; 2 here), so a huge shard
+    fits S3's 10,000 parts; the object is the bytes in order, in the parts S3 reports."""
+    monkeypatch.setattr(s3_storage, "PARTS_PER_SIZE", 2)
+    mb = 1 << 20
+    data = np.random.default_rng(1).bytes(45 * mb + 1000)  # 5 + 5 + 10 + 10 + the rest
+    dest = Location.parse(f"s3://{bucket}/run/data/train/part-00000-000.recordio")
+    with open_shard(dest, s3_settings, client=s3) as w:
+        for i in range(0, len(data), 3 * mb):
+            w.write(data[i : i + 3 * mb])
+    assert s3.get_object(Bucket=bucket, Key=dest.key)["Body"].read() == data
+    sizes = [
+        s3.head_object(Bucket=bucket, Key=dest.key, PartNumber=n)["ContentLength"]
+        for n in range(1, 6)
+    ]
+    assert sizes == [5 * mb, 5 * mb, 10 * mb, 10 * mb, 15 * mb + 1000]
+    assert s3.head_object(Bucket=bucket, Key=dest.key)["ETag"].endswith('-5"')
+
+
+def test_a_shard_beyond_s3_s_part_limit_fails_before_it_is_sent_and_leaves_nothing(
+    s3, bucket, s3_settings, monkeypatch
+):
+    monkeypatch.setattr(s3_storage, "MAX_PARTS", 3)
+    dest = Location.parse(f"s3://{bucket}/run/data/train/part-00000-000.recordio")
+    limit = r"outgrew S3's 3 parts \(10,485,760 bytes in its first 2\)"
+    with pytest.raises(StorageError, match=limit):
+        with open_shard(dest, s3_settings, client=s3) as w:
+            for _ in range(16):
+                w.write(b"\x01" * (1 << 20))
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
     assert not pending_uploads(s3, bucket)
 
 
@@ -169,7 +203,7 @@ def test_part_buffers_are_refilled_only_once_their_part_is_up(s3, bucket, s3_set
     uploads = S3Uploads(settings, client=s3)
     handed = []
     take = uploads.buffer
-    uploads.buffer = lambda: handed.append(take()) or handed[-1]  # watch, not change
+    uploads.buffer = lambda size: handed.append(take(size)) or handed[-1]  # watch, not change
     data = np.random.default_rng(3).bytes(41 << 20)
     dest = Location.parse(f"s3://{bucket}/run/data/train/shard-0")
     try:

@@ -18,6 +18,20 @@ from .location import Location
 log = logging.getLogger(__name__)
 
 MIN_PART_BYTES = 5 << 20  # S3's floor for every part but the last
+MAX_PARTS = 10_000  # S3's most parts in one upload
+MAX_PART_BYTES = 5 << 30  # and its largest part
+PARTS_PER_SIZE = 2_000  # parts of one size before a shard's parts double (see part_bytes)
+
+
+def part_bytes(base: int, number: int) -> int:
+    """The size of a shard's part ``number`` (from 1): ``base`` for its first PARTS_PER_SIZE
+    parts, twice that for the next PARTS_PER_SIZE, and so on. A shard of ordinary size only
+    ever uses ``base``; one past 2,000 parts (16 GB at the default 8 MB) still fits S3's
+    10,000 parts: 31 x 2,000 x base in all (496 GB at 8 MB), as s3transfer grows its chunks
+    for a file too large for its chunk size, though a stream's size is not known up front."""
+    return min(base << ((number - 1) // PARTS_PER_SIZE), max(base, MAX_PART_BYTES))
+
+
 _CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 _MISSING = ("404", "NoSuchKey", "NotFound")
 
@@ -67,12 +81,15 @@ class S3Uploads:
         """The uploads this task's shards left to the driver to complete."""
         return [w.handed for w in self._handed]
 
-    def buffer(self) -> bytearray:
-        """A part buffer to fill, reused when one is free."""
-        return self._free.pop() if self._free else bytearray(self.part_bytes)
+    def buffer(self, size: int) -> bytearray:
+        """A part buffer to fill, reused when one of its size is free."""
+        if size == self.part_bytes and self._free:
+            return self._free.pop()
+        return bytearray(size)
 
     def buffer_back(self, buf: bytearray) -> None:
-        self._free.append(buf)
+        if len(buf) == self.part_bytes:  # a larger part's (a huge shard's) is not kept
+            self._free.append(buf)
 
     def submit_part(self, fn, *args, reuse: bytearray | None = None) -> Future:
         """Send a part; ``reuse``, the buffer it is sent from, is taken back for the next part
@@ -155,7 +172,6 @@ class S3ShardWriter(ShardWriter):
         self._own = uploads is None
         self._uploads = uploads or S3Uploads(settings, client)
         self._client = self._uploads.client
-        self._part_bytes = self._uploads.part_bytes
         self._part: bytearray | None = None  # the part being filled, ``_filled`` bytes so far
         self._filled = 0
         self._upload_id = None
@@ -175,14 +191,15 @@ class S3ShardWriter(ShardWriter):
         view = memoryview(data).cast("B")
         while len(view):
             if self._part is None:
-                self._part, self._filled = self._uploads.buffer(), 0
-            k = min(self._part_bytes - self._filled, len(view))
+                size = part_bytes(self._uploads.part_bytes, self._next)
+                self._part, self._filled = self._uploads.buffer(size), 0
+            k = min(len(self._part) - self._filled, len(view))
             # through a memoryview: a bytearray's slice assignment first copies the value into
             # a temporary bytearray (freshly paged in, each write)
             memoryview(self._part)[self._filled : self._filled + k] = view[:k]
             self._filled += k
             view = view[k:]
-            if self._filled == self._part_bytes:
+            if self._filled == len(self._part):
                 body, self._part = self._part, None
                 self._submit(body)
 
@@ -207,6 +224,13 @@ class S3ShardWriter(ShardWriter):
             )
             self._upload_id = up["UploadId"]
             log.debug("multipart upload %s started for %s", self._upload_id, d.uri)
+        if self._next >= MAX_PARTS:  # this full part would leave no part for the rest
+            held = sum(part_bytes(self._uploads.part_bytes, n) for n in range(1, MAX_PARTS))
+            raise StorageError(
+                f"{self.dest.uri}: the shard outgrew S3's {MAX_PARTS:,} parts ({held:,} bytes "
+                f"in its first {MAX_PARTS - 1:,}); set output.max_shard_mb lower (or "
+                "output.shards higher), or s3.part_size_mb higher"
+            )
         number, self._next = self._next, self._next + 1
         self._pending.append(self._uploads.submit_part(self._put_part, number, body, reuse=body))
 
