@@ -25,7 +25,7 @@ class S3Settings:
     region: str | None = None
     retry_mode: str = "standard"
     max_attempts: int = 10  # in total, the first attempt included (as the AWS CLI counts)
-    part_size_mb: int = 16
+    part_size_mb: int = 8  # s3transfer's chunk size too; grows past 2,000 parts (storage.s3)
     parts_in_flight: int = 4  # parts of one shard uploading at once, while the task encodes
     sse: str | None = None  # AES256 | aws:kms
     kms_key_id: str | None = None
