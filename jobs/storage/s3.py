@@ -17,9 +17,10 @@ from .location import Location
 
 log = logging.getLogger(__name__)
 
-MIN_PART_BYTES = 5 << 20  # S3's floor for every part but the last
-MAX_PARTS = 10_000  # S3's most parts in one upload
-MAX_PART_BYTES = 5 << 30  # and its largest part
+# S3's multipart limits (https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html)
+MIN_PART_BYTES = 5 << 20  # every part but the last: 5 MiB at least
+MAX_PARTS = 10_000  # parts in one upload
+MAX_PART_BYTES = 5 << 30  # the largest part: 5 GiB
 PARTS_PER_SIZE = 2_000  # parts of one size before a shard's parts double (see part_bytes)
 
 
