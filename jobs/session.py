@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import logging
 import os
 import sys
+from pathlib import Path
 from urllib.parse import urlparse
 
 from .interrupts import INTERRUPTS
@@ -18,11 +19,12 @@ S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
 
 
 def sagemaker_jars(names=S3A_JARS) -> list[str]:
-    """Paths of jars bundled in sagemaker-pyspark (empty when it is not installed)."""
-    try:
-        root = importlib.resources.files("sagemaker_pyspark") / "jars"
-    except ModuleNotFoundError:
+    """Paths of jars bundled in sagemaker-pyspark (empty when it is not installed). Found, not
+    imported: importing sagemaker_pyspark imports pyspark.ml, most of a second per process."""
+    spec = importlib.util.find_spec("sagemaker_pyspark")
+    if spec is None or not spec.submodule_search_locations:
         return []
+    root = Path(next(iter(spec.submodule_search_locations))) / "jars"
     return [str(root / n) for n in names if (root / n).is_file()]
 
 
