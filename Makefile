@@ -53,7 +53,9 @@ test: setup
 
 # The second target: every Spark-facing test on pyspark 4.0.2 (emr-spark-8.0.0's Spark, ANSI SQL
 # on by default), in its own venv with the same pins otherwise. What cannot run there is skipped
-# by name (marker spark35: sagemaker-pyspark's Scala 2.12 jars — S3A input, the JVM writer).
+# by name (marker spark35: sagemaker-pyspark's Scala 2.12 jars — S3A input, the JVM writer);
+# what starts Spark but checks only our own code outside it (marker outside_spark) runs once,
+# in make test.
 SPARK4_VENV := .venv-spark4
 SPARK4_PIN := pyspark==4.0.2
 SPARK4_STAMP := $(SPARK4_VENV)/.setup-stamp
@@ -65,7 +67,7 @@ $(SPARK4_STAMP): pyproject.toml constraints.txt
 	touch $(SPARK4_STAMP)
 
 test-spark4: setup $(SPARK4_STAMP)
-	$(SPARK4_VENV)/bin/python -m pytest -q -m "spark" -p no:cacheprovider
+	$(SPARK4_VENV)/bin/python -m pytest -q -m "spark and not outside_spark" -p no:cacheprovider
 
 # The pure tier: no Spark session, no moto server, no process races (seconds, not minutes).
 test-fast: setup

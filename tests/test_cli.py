@@ -10,8 +10,6 @@ import sys
 import pytest
 from conftest import REPO
 
-pytestmark = pytest.mark.spark
-
 
 def jobs(*args, cwd=REPO):
     return subprocess.run(
@@ -36,6 +34,7 @@ def digits_run(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.spark
 def test_run_prints_the_summary_and_the_classic_label_is_learned(digits_run):
     out, result = digits_run
     assert "Summary:" in result.stdout
@@ -57,6 +56,7 @@ def test_run_prints_the_summary_and_the_classic_label_is_learned(digits_run):
     assert "epoch 15/15" in result.stdout
 
 
+@pytest.mark.spark
 def test_inspect_verifies_a_run_and_names_a_corrupt_shard(digits_run, tmp_path):
     out, _ = digits_run
     ok = jobs("inspect", str(out), "--json")

@@ -186,6 +186,7 @@ def _race(settings: dict, cwd) -> list[tuple[int, str]]:
     return [(p.wait(timeout=600), p.stdout.read()) for p in procs]
 
 
+@pytest.mark.outside_spark  # the lease is taken before Spark starts
 @pytest.mark.parametrize("where", ["local", "s3"])
 @pytest.mark.parametrize("mode", ["error", "overwrite"])
 def test_two_runs_at_once_never_corrupt_each_other(
