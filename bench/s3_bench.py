@@ -22,12 +22,12 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .e2e_bench import FEATURES, ROWS, _dataset
+from .servers import free_port, start_server
 from .timing import print_table
 
 RUNS = int(os.environ.get("BENCH_RUNS", 3))
@@ -40,34 +40,13 @@ FLOOR_PART_MB = (8, 16)  # the floor is the faster of the two
 FRESH = "fresh worker: "
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _moto() -> tuple[subprocess.Popen, str]:
     """The sink: moto's server, as ``bench/moto_sink.py`` runs it (objects held in memory once;
     BENCH_S3_SINK=moto for stock moto)."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{free_port()}"
     stock = os.environ.get("BENCH_S3_SINK", "moto-in-memory") == "moto"
     server = ["-m", "moto.server"] if stock else [str(Path(__file__).with_name("moto_sink.py"))]
-    proc = subprocess.Popen(
-        [sys.executable, *server, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the moto server did not start")
+    return start_server(server, url, "the S3 sink"), url
 
 
 def _shaped(upstream: str) -> tuple[subprocess.Popen, str]:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import struct
-import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.servers import free_port, start_server  # noqa: F401 (the tests' too)
 from jobs import codec
 from jobs.config import load_config
 from jobs.runinfo import load_run
@@ -41,32 +37,6 @@ def write_columns(path, x: np.ndarray, target=None, files: int = 1, row_group_si
             pa.table(cols), path / f"part-{i:05d}.parquet", row_group_size=row_group_size
         )
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(command: list[str], url: str, what: str):
-    """A moto server (stock, or the bench's sink) started as its own process on ``url``,
-    once it answers; it is killed if it does not within a minute."""
-    proc = subprocess.Popen(
-        [sys.executable, *command, "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)
-            return proc
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(f"{what} did not start") from None
-            time.sleep(0.2)
 
 
 def cli_sets(settings: dict) -> list[str]:
