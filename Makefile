@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 # sagemaker-pyspark pins pyspark==3.3.0; we run 3.5.x, so it is installed without its dependencies.
 SAGEMAKER_PYSPARK := sagemaker-pyspark==1.4.5
 
-.PHONY: setup java protobuf-jar node-python test test-spark4 test-fast run bench lint clean lock package
+.PHONY: setup setup-spark4 java protobuf-jar node-python test test-spark4 test-fast run bench lint clean lock package
 
 setup: $(STAMP)
 
@@ -65,6 +65,8 @@ $(SPARK4_STAMP): pyproject.toml constraints.txt
 	$(SPARK4_VENV)/bin/pip install --quiet --upgrade pip
 	$(SPARK4_VENV)/bin/pip install --quiet -c $(SPARK4_VENV)/constraints.txt -e '.[dev]'
 	touch $(SPARK4_STAMP)
+
+setup-spark4: $(SPARK4_STAMP)
 
 test-spark4: setup $(SPARK4_STAMP)
 	$(SPARK4_VENV)/bin/python -m pytest -q -m "spark and not outside_spark" -p no:cacheprovider
