@@ -143,7 +143,7 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError("tests with missing markers:\n" + "\n".join(wrong))
 
 
-# Every JVM a test starts (the session's, and each CLI process's: a hundred in a run) loads the
+# Every JVM a test starts (the session's, and each CLI process's: dozens in a run) loads the
 # same ten thousand classes. One conversion at the start records them in a class-data-sharing
 # archive (JDK 17's dynamic AppCDS) that the later ones map instead of parsing: about 4 s less
 # per JVM here. Only start-up changes; a JVM whose class path does not match the archive's
