@@ -25,7 +25,7 @@ import pytest
 from conftest import REPO
 from helpers import free_port
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.processes]
 
 NODE_PYTHON = "/usr/bin/python3.11"  # Debian's here, EMR 7.1+'s on a cluster
 BUILD_PYTHON = Path(os.path.realpath(sys.executable))
@@ -110,15 +110,20 @@ export SPARK_HOME="$W/spark" SPARK_LOCAL_IP=127.0.0.1 PATH=/usr/bin:/bin
   --webui-port "$UI2" --work-dir "$W/worker" "spark://127.0.0.1:$PORT" > "$W/worker.log" 2>&1 &
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 sleep 3
+# both steps at once, as a scheduler may submit them: one core each, one PEX_ROOT for the drivers
 for run in 1 2; do
   "$SPARK_HOME/bin/spark-submit" --master "spark://127.0.0.1:$PORT" \
     --files "$DIST/jobs.pex" \
     --conf spark.pyspark.python=./jobs.pex \
     --conf "spark.pyspark.driver.python=$DIST/jobs.pex" \
     --conf spark.executorEnv.PEX_ROOT=./.pex \
-    --conf spark.executor.memory=1g \
-    "$DIST/main.py" $(cat "$W/args-$run") || exit 10$run
+    --conf spark.executor.memory=1g --conf spark.cores.max=1 \
+    "$DIST/main.py" $(cat "$W/args-$run") > "$W/run-$run.log" 2>&1 &
+  eval "step$run=$!"
 done
+wait "$step1" || { cat "$W/run-1.log"; exit 101; }
+wait "$step2" || { cat "$W/run-2.log"; exit 102; }
+cat "$W/run-1.log" "$W/run-2.log"
 """
 
 
