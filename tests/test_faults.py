@@ -45,7 +45,7 @@ from jobs.runinfo import load_run
 from jobs.spark_job import convert
 from jobs.storage import Store
 
-pytestmark = [pytest.mark.aws, pytest.mark.spark]
+pytestmark = [pytest.mark.aws, pytest.mark.spark, pytest.mark.processes]
 
 ROWS, FILES, D = 7000, 4, 200  # 4 dense shards of ~5.7 MB: two 5 MB-floor parts each
 

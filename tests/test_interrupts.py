@@ -19,7 +19,7 @@ from helpers import cli_sets, config, pending_uploads, read_run, s3_objects, wri
 from jobs.spark_job import convert
 from jobs.storage import Store
 
-pytestmark = [pytest.mark.spark, pytest.mark.aws]
+pytestmark = [pytest.mark.spark, pytest.mark.aws, pytest.mark.processes]
 
 FILES = 6
 
