@@ -102,7 +102,7 @@ def test_read_ahead_and_small_ranges_read_the_same_batches(tmp_path):
 
 def test_a_large_read_goes_out_in_ranges_in_flight_and_comes_back_whole(tmp_path):
     """The reads pyarrow's pre-buffering makes (one per coalesced run of column chunks) are
-    split into ranged reads on the range threads, at most ``in_flight`` at once, and
+    split into equal ranged reads on the range threads, at most ``in_flight`` at once, and
     reassembled in order; a short read is an error, not a truncated file."""
     data = np.random.default_rng(0).bytes(100_000)
     path = tmp_path / "blob"
@@ -136,13 +136,30 @@ def test_a_large_read_goes_out_in_ranges_in_flight_and_comes_back_whole(tmp_path
     assert f.read(90_000) == data[1000:91_000]
     assert len(seen) == 11 and all(n <= 8192 for _, n, _ in seen)
     assert all(name.startswith("s3-range") for _, _, name in seen)
-    assert sorted(o for o, _, _ in seen) == list(range(1000, 91_000, 8192))
+    assert sorted(o for o, _, _ in seen) == list(range(1000, 91_000, 8182))  # 90,000 / 11
     assert most[0] == 3
     seen.clear()
     assert f.read(5000) == data[91_000:96_000]  # small: one read, in the caller's thread
     assert [(o, n) for o, n, _ in seen] == [(91_000, 5000)]
     f.seek(-10, 2)
     assert f.read(100) == data[-10:]
+
+    # a read of a few ranges' size uses every connection it may, in ranges of at least 1 MB
+    mb = 1 << 20
+    big = np.random.default_rng(1).bytes(24 * mb)
+    (tmp_path / "big").write_bytes(big)
+    f = _RangedFile(Counting(pafs.LocalFileSystem().open_input_file(str(tmp_path / "big"))),
+                    _Ranges(4, 8 * mb))  # fmt: skip
+    for at, n, sizes in [
+        (0, 24 * mb, [6 * mb] * 4),  # not 8 + 8 + 8 on three connections
+        (5, 3 * mb, [mb] * 3),
+        (7, 2 * mb + 10, [mb + 5] * 2),
+        (9, mb - 1, [mb - 1]),  # in the caller's thread
+    ]:
+        seen.clear()
+        f.seek(at)
+        assert f.read(n) == big[at : at + n]
+        assert sorted(k for _, k, _ in seen) == sizes
 
     class Short(Counting):
         def get_stream(self, offset, n):
