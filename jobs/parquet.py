@@ -305,16 +305,34 @@ def _unify(schemas: list[tuple[str, pa.Schema]]) -> tuple[pa.Schema, bool]:
     return unified, merged
 
 
-def discover(uris: list[str], s3: S3Settings) -> Inventory:
-    """Every Parquet file of the inputs, with its footer's facts, and the unified schema."""
-    found = [f for uri in uris for f in _walk(uri, s3)]
+class Stopped(Exception):
+    """Discovery was asked to stop (the run failed before it needed the inputs)."""
+
+
+def discover(uris: list[str], s3: S3Settings, stop: threading.Event | None = None) -> Inventory:
+    """Every Parquet file of the inputs, with its footer's facts, and the unified schema;
+    ``stop`` set ends it early (between listings and between footers) with :class:`Stopped`."""
+
+    def check() -> None:
+        if stop is not None and stop.is_set():
+            raise Stopped
+
+    found = []
+    for uri in uris:
+        check()
+        found += _walk(uri, s3)
     if not found:
         raise InputError(f"no Parquet files under {', '.join(uris)}")
     fss = {type(filesystem(f.uri, s3)[0]) for f in found}
     if len(fss) > 1:
         raise InputError(f"inputs mix local and S3 paths ({', '.join(uris)})")
+
+    def footer(f: _Found):
+        check()
+        return _footer(f, s3)
+
     with ThreadPoolExecutor(min(FOOTER_THREADS, len(found))) as pool:
-        footers = list(pool.map(lambda f: _footer(f, s3), found))
+        footers = list(pool.map(footer, found))
     data_schema, merged = _unify([(f.uri, schema) for f, (schema, _) in zip(found, footers)])
     part_types, declined = _partitions(found)
     clash = [k for k in part_types if k.lower() in {n.lower() for n in data_schema.names}]

@@ -15,12 +15,15 @@ this module wires it to Spark, runs it, and commits through :mod:`jobs.runinfo`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import os
 import re
+import threading
 import time
+from concurrent.futures import Future, wait
 
 import pyarrow as pa
 
@@ -79,34 +82,99 @@ def convert(
     check_paths(config, inputs=dataframe is None)
     inputs = [] if dataframe is not None else sum(config.channels().values(), [])
     require_credentials([config.output.path, *inputs], "the conversion reads or writes it")
-    store = Store(config.s3)
-    own_lease = lease is None
-    if own_lease:
-        out = config.output
-        lease = take(store, out.path, out.mode, out.take_over_lease, out.lease_timeout_s)
-    try:
-        layout = RunLayout.at(config.output.path, lease.run_id)
-        taken_over = lease.previous.run_id if lease.previous else None
-        replaced = layout.prepare(store, config.output.mode, marker=taken_over)
-        if spark is None:
-            from .session import spark_session
-
-            spark = spark_session(config.spark, config.s3, config.read.batch_rows)
-        return Conversion(config, spark, dataframe, store, lease, replaced).run()
-    except (JobError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # Py4J/Spark errors: what failed and why, in one line
-        raise StorageError(f"the conversion failed: {spark_failure(str(exc))}") from exc
-    finally:
+    # listing the inputs and reading their footers (seconds for many files on S3) overlaps
+    # taking the lease, surveying the output and starting Spark
+    with _discovery(config, dataframe) as discovery:
+        store = Store(config.s3)
+        own_lease = lease is None
         if own_lease:
-            lease.release()
+            out = config.output
+            lease = take(store, out.path, out.mode, out.take_over_lease, out.lease_timeout_s)
+        try:
+            layout = RunLayout.at(config.output.path, lease.run_id)
+            taken_over = lease.previous.run_id if lease.previous else None
+            replaced = layout.prepare(store, config.output.mode, marker=taken_over)
+            if spark is None:
+                if discovery is not None:
+                    discovery.raise_if_failed()  # a wrong input fails before the JVM starts
+                from .session import spark_session
+
+                spark = spark_session(config.spark, config.s3, config.read.batch_rows)
+            return Conversion(config, spark, dataframe, store, lease, replaced, discovery).run()
+        except (JobError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # Py4J/Spark errors: what failed and why, in one line
+            raise StorageError(f"the conversion failed: {spark_failure(str(exc))}") from exc
+        finally:
+            if own_lease:
+                lease.release()
+
+
+def inventories(config: JobConfig, stop: threading.Event | None = None) -> dict:
+    """Channel (None for a split input) → its Parquet files and schema."""
+    out = {}
+    for channel, uris in config.channels().items():
+        out[None if config.input.split else channel] = parquet.discover(uris, config.s3, stop)
+        if config.input.split:
+            break  # one input, routed in the tasks
+    return out
+
+
+def _discovery(config: JobConfig, dataframe):
+    """The inputs' inventories, read in the background from now on (None for a DataFrame);
+    stopped when the conversion ends, however it ends."""
+    if dataframe is not None:
+        return contextlib.nullcontext()
+    return _Background(functools.partial(inventories, config), "input-discovery")
+
+
+class _Background:
+    """``fn(stop)`` on a thread of its own from now on; ``result()`` returns or raises what it
+    did. Leaving it as a context sets ``stop`` (its result is no longer needed) and waits for
+    the calls ``fn`` has in flight, so none outlives the run (pyarrow's S3 is finalized at
+    exit)."""
+
+    def __init__(self, fn, name: str):
+        self._stop = threading.Event()
+        self._future: Future = Future()
+        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
+
+    def _run(self, fn) -> None:
+        try:
+            self._future.set_result(fn(self._stop))
+        except BaseException as exc:  # noqa: BLE001 - raised by result(), in the caller
+            self._future.set_exception(exc)
+
+    def result(self):
+        return self._future.result()
+
+    def raise_if_failed(self) -> None:
+        if self._future.done() and self._future.exception() is not None:
+            self.result()
+
+    def __enter__(self) -> _Background:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        wait([self._future])
 
 
 class Conversion:
     """One run of the job on a session: plan, run the tasks, commit (or clean up)."""
 
-    def __init__(self, config: JobConfig, spark, dataframe, store: Store, lease: Lease, replaced):
+    def __init__(
+        self,
+        config: JobConfig,
+        spark,
+        dataframe,
+        store: Store,
+        lease: Lease,
+        replaced,
+        discovery: _Background | None = None,
+    ):
         self.config = config
+        self.discovery = discovery
         self.spark = spark
         self.dataframe = dataframe
         self.store = store
@@ -271,15 +339,11 @@ class Conversion:
 
     def _inventories(self) -> dict:
         """Channel (None for a split input) → its Parquet files and schema; {} for a DataFrame."""
-        cfg = self.config
         if self.dataframe is not None:
             return {}
-        out = {}
-        for channel, uris in cfg.channels().items():
-            out[None if cfg.input.split else channel] = parquet.discover(uris, cfg.s3)
-            if cfg.input.split:
-                break  # one input, routed in the tasks
-        return out
+        if self.discovery is not None:
+            return self.discovery.result()
+        return inventories(self.config)
 
     def _direct_tasks(self, inventories):
         """(channel or None for a split, index, pieces) per task, packed as Spark's file scan

@@ -1,5 +1,6 @@
 """The direct path's read-ahead: a reader thread a bounded number of batches ahead, with the
-same batches, in the same order, errors where they happened, and no thread left behind."""
+same batches, in the same order, errors where they happened, and no thread left behind; and
+the driver's discovery of the inputs, which runs ahead of the lease and Spark's start."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ import pytest
 from helpers import write_columns
 
 from jobs.errors import InputError
-from jobs.parquet import Piece, _RangedFile, _Ranges, _read_pieces, ahead, discover, read_pieces
+from jobs.parquet import (
+    Piece,
+    Stopped,
+    _RangedFile,
+    _Ranges,
+    _read_pieces,
+    ahead,
+    discover,
+    read_pieces,
+)
 from jobs.settings import S3Settings
 
 
@@ -168,3 +178,28 @@ def test_a_large_read_goes_out_in_ranges_in_flight_and_comes_back_whole(tmp_path
     g = _RangedFile(Short(pafs.LocalFileSystem().open_input_file(str(path))), _Ranges(3, 8192))
     with pytest.raises(OSError, match="short read"):
         g.read(50_000)
+
+
+def test_discovery_asked_to_stop_reads_no_more_footers(tmp_path, monkeypatch):
+    """A run that fails before it needs its inputs (its lease refused, say) stops the discovery
+    running in the background: no footer is read once ``stop`` is set."""
+    import jobs.parquet as parquet
+
+    x = np.zeros((400, 3), dtype=np.float32)
+    src = write_columns(tmp_path / "in", x, np.zeros(400), files=8)
+    stop, read = threading.Event(), []
+
+    def footer(found, s3):
+        read.append(found.path)
+        stop.set()  # as if the run failed while the first footer was read
+        return real(found, s3)
+
+    real = parquet._footer
+    monkeypatch.setattr(parquet, "FOOTER_THREADS", 1)
+    monkeypatch.setattr(parquet, "_footer", footer)
+    with pytest.raises(Stopped):
+        discover([src], S3Settings(), stop)
+    assert len(read) == 1
+    monkeypatch.setattr(parquet, "_footer", real)
+    stop.clear()
+    assert len(discover([src], S3Settings(), stop).files) == 8
