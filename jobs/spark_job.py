@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import time
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 
@@ -95,8 +95,8 @@ def convert(
             taken_over = lease.previous.run_id if lease.previous else None
             replaced = layout.prepare(store, config.output.mode, marker=taken_over)
             if spark is None:
-                if discovery is not None:
-                    discovery.raise_if_failed()  # a wrong input fails before the JVM starts
+                if discovery is not None and discovery.done():
+                    discovery.result()  # an input that failed fails before the JVM starts
                 from .session import spark_session
 
                 spark = spark_session(config.spark, config.s3, config.read.batch_rows)
@@ -120,44 +120,21 @@ def inventories(config: JobConfig, stop: threading.Event | None = None) -> dict:
     return out
 
 
+@contextlib.contextmanager
 def _discovery(config: JobConfig, dataframe):
-    """The inputs' inventories, read in the background from now on (None for a DataFrame);
-    stopped when the conversion ends, however it ends."""
+    """The inputs' inventories as a future, read on a thread of their own from now on (None
+    for a DataFrame). However the conversion ends, ``stop`` is set (the result is no longer
+    needed) and the calls in flight are waited for, so none outlives the run (pyarrow's S3 is
+    finalized at exit)."""
     if dataframe is not None:
-        return contextlib.nullcontext()
-    return _Background(functools.partial(inventories, config), "input-discovery")
-
-
-class _Background:
-    """``fn(stop)`` on a thread of its own from now on; ``result()`` returns or raises what it
-    did. Leaving it as a context sets ``stop`` (its result is no longer needed) and waits for
-    the calls ``fn`` has in flight, so none outlives the run (pyarrow's S3 is finalized at
-    exit)."""
-
-    def __init__(self, fn, name: str):
-        self._stop = threading.Event()
-        self._future: Future = Future()
-        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
-
-    def _run(self, fn) -> None:
+        yield None
+        return
+    stop = threading.Event()
+    with ThreadPoolExecutor(1, thread_name_prefix="input-discovery") as pool:
         try:
-            self._future.set_result(fn(self._stop))
-        except BaseException as exc:  # noqa: BLE001 - raised by result(), in the caller
-            self._future.set_exception(exc)
-
-    def result(self):
-        return self._future.result()
-
-    def raise_if_failed(self) -> None:
-        if self._future.done() and self._future.exception() is not None:
-            self.result()
-
-    def __enter__(self) -> _Background:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        wait([self._future])
+            yield pool.submit(inventories, config, stop)
+        finally:
+            stop.set()
 
 
 class Conversion:
@@ -171,7 +148,7 @@ class Conversion:
         store: Store,
         lease: Lease,
         replaced,
-        discovery: _Background | None = None,
+        discovery: Future | None = None,
     ):
         self.config = config
         self.discovery = discovery
