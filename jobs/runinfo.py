@@ -9,7 +9,8 @@ reading a run back. No Spark.
 
 Every object a run writes carries its run id, so a run's cleanup removes exactly its own
 objects, and a new run can be written beside the one it replaces: ``overwrite`` swaps
-``run.json`` first and removes the previous run's objects after. Nothing is ever removed by a
+``run.json`` first and removes the previous run's objects after, except its training results
+(models are never removed by a run: see ``MODELS``). Nothing is ever removed by a
 bare prefix: an object is ours only when its whole name fits this layout *and* the location
 carries a marker of this tool (its ``run.json`` or its lease).
 """
@@ -195,11 +196,16 @@ class RunLayout:
                 f"(e.g. {previous[0].loc.uri}) but no run.json or lease of this tool marks "
                 "them as a run: remove them yourself or write elsewhere (nothing was changed)"
             )
-        replaced = [o.loc for o in previous if o.kind != "metadata"]  # run.json: rewritten
+        # run.json is rewritten; models and the records naming them stay (see MODELS)
+        replaced = [o.loc for o in previous if o.kind != "metadata" and not _is_model(o)]
+        kept = sum(1 for o in previous if _is_model(o))
         log.info(
             "output.mode=overwrite: the previous run (%s and its run.json) is replaced once "
-            "this run commits",
+            "this run commits%s",
             _objects(len(replaced)),
+            f"; its training results ({_objects(kept)}: models and their records) stay"
+            if kept
+            else "",
         )
         return replaced
 
@@ -277,6 +283,16 @@ class RunLayout:
                 _objects(len(replaced)),
                 exc,
             )
+
+
+# An earlier run's model may be deployed, and today's training may fail: ``overwrite`` replaces
+# the shards, manifests and run.json, never a training result (a SageMaker job's output folder,
+# its record, the local trainer's files — the next local training replaces those when it ends).
+MODELS = ("training", "job-output")
+
+
+def _is_model(owned: Owned) -> bool:
+    return owned.kind in MODELS and not owned.temp
 
 
 def _our_metadata(store: Store, loc: Location) -> dict | None:

@@ -20,6 +20,7 @@ from helpers import (
     config,
     pending_uploads,
     read_run,
+    relative_key,
     s3_objects,
     sorted_rows,
     write_columns,
@@ -29,6 +30,7 @@ from jobs.errors import ConfigError, InputError, StorageError
 from jobs.runinfo import load_run
 from jobs.spark_job import convert
 from jobs.storage import Store
+from jobs.training.sagemaker import train_sagemaker
 
 pytestmark = [pytest.mark.spark, pytest.mark.aws]
 
@@ -132,10 +134,26 @@ def test_overwrite_replaces_a_run_only_once_the_new_one_commits(
     assert load_run(out, store, verify=True)[1].run_id == first.run_id
     assert not pending_uploads(s3, bucket)
 
+    # the first run is trained on SageMaker (moto); its model, which SageMaker writes into the
+    # job's folder (moto does not), may be deployed: an overwrite must not remove it
+    trained = config(**settings | {
+        "training.backend": "sagemaker", "training.sagemaker.region": "us-east-1",
+        "training.sagemaker.role_arn": "arn:aws:iam::123456789012:role/SageMakerRole",
+        "training.sagemaker.endpoint_url": moto_server, "training.sagemaker.poll_seconds": 0,
+    })  # fmt: skip
+    job = train_sagemaker(trained, out, store, load_run(out, store)[1], progress=lambda s: None)
+    model = relative_key(job["model_artifact"], bucket)
+    assert model.startswith(f"clean/training/sagemaker/{job['job_name']}/")
+    served = b"a model someone may be serving"
+    s3.put_object(Bucket=bucket, Key=model, Body=served)
+    models = {model, f"clean/training/{job['job_name']}.json"}
+
     second = convert(config(**settings | {"output.mode": "overwrite"}), spark)
     objects = s3_objects(s3, bucket)
     assert {k: objects[k] for k in siblings} == siblings  # never touched
-    ours = sorted(k for k in objects if k.startswith("clean/"))
+    assert models <= set(objects)
+    assert s3.get_object(Bucket=bucket, Key=model)["Body"].read() == served
+    ours = sorted(k for k in objects if k.startswith("clean/") and k not in models)
     assert ours and all(second.run_id in k or k == "clean/run.json" for k in ours), ours
     x, y, meta = read_run(out, store)
     assert meta.run_id == second.run_id != first.run_id

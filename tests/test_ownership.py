@@ -124,6 +124,22 @@ def test_overwrite_refuses_a_folder_with_foreign_files_and_touches_nothing(tmp_p
     assert customers.read_bytes() == b"id,name\n1,a\n" and shard.exists()
 
 
+def test_overwrite_replaces_a_runs_shards_but_never_its_models(tmp_path):
+    root = tmp_path / "proj"
+    shards = [
+        _write(root / "data" / "train" / f"part-00000-000-{RID}.recordio"),
+        _write(root / "manifests" / f"train-{RID}.manifest"),
+        _write(root / "data" / "train" / f"part-00001-000-{RID}.recordio.{'0' * 32}.tmp"),
+    ]
+    _write(root / "training" / "job-1.json")
+    _write(root / "training" / "sagemaker" / "job-1" / "output" / "model.tar.gz")
+    _write(root / "training" / "local" / "model.pkl")
+    _write(root / "training" / "local" / "result.json")
+    _write(root / "run.json", json.dumps({"format": "sagemaker-shards/1", "run_id": RID}).encode())
+    replaced = RunLayout.at(str(root), new_run_id()).prepare(Store(), "overwrite")
+    assert sorted(loc.key for loc in replaced) == sorted(str(p) for p in shards)
+
+
 def test_files_named_like_ours_without_a_marker_are_not_removed(tmp_path):
     shard = _write(tmp_path / "data" / "train" / "part-00000-000.recordio")
     with pytest.raises(StorageError, match="no run.json or lease of this tool marks them"):
