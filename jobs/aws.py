@@ -37,23 +37,35 @@ def client(
     made = session(region).client(service, endpoint_url=endpoint_url, config=cfg)
     record = os.environ.get(RECORD_CALLS)
     if record:
-        made.meta.events.register("before-call", lambda model, **kw: _record(record, model))
+        made.meta.events.register(
+            "before-parameter-build", lambda model, params, **kw: _record(record, model, params)
+        )
     return made
 
 
 # Set to a file's path, every process of the job (driver and tasks alike) appends each AWS call
-# it makes there as ``service:Operation``: what the IAM policies must allow (jobs/iam.py).
+# it makes there, one line each: ``service:Operation {the parameters that name its resources}``
+# — what the IAM policies must allow, on which resources (jobs/iam.py, tests/test_iam.py).
 RECORD_CALLS = "JOBS_RECORD_AWS_CALLS"
+_RESOURCE_PARAMS = (
+    "Bucket", "Key", "Prefix", "TrainingJobName", "RoleArn", "ClusterId", "JobFlowId",
+    "logGroupName", "logStreamName", "logStreamNamePrefix",
+)  # fmt: skip
 
 
-def _record(path: str, model) -> None:
+def _record(path: str, model, params: dict) -> None:
     """Only calls the job's own code makes (a test's setup calls through the same client are
     not the job's)."""
+    import json
+
     frame = sys._getframe(2)  # past this function and the hook that called it
     while frame is not None:
         if frame.f_globals.get("__name__", "").startswith("jobs."):
+            named = {k: params[k] for k in _RESOURCE_PARAMS if k in params}
+            if "Delete" in params:  # DeleteObjects
+                named["Keys"] = [o["Key"] for o in params["Delete"].get("Objects", [])]
             with open(path, "a") as f:
-                f.write(f"{model.service_model.service_name}:{model.name}\n")
+                f.write(f"{model.service_model.service_name}:{model.name} {json.dumps(named)}\n")
             return
         frame = frame.f_back
 
@@ -182,3 +194,42 @@ def bucket_region(s3_client, bucket: str) -> str | None:
         response = getattr(exc, "response", None) or {}
     headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
     return headers.get("x-amz-bucket-region")
+
+
+# What S3 and the other services answer when the caller's policy lacks a permission; a HEAD
+# has no body, so S3 says only 403 there.
+DENIED = ("AccessDenied", "AccessDeniedException", "403", "Forbidden")
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The service's error code of a botocore ClientError; None for anything else."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict) or "Error" not in response:
+        return None
+    return str(response["Error"].get("Code", ""))
+
+
+def describe_failure(exc: BaseException) -> str | None:
+    """One line for an AWS call that failed in a way the job's code does not handle itself
+    (a denied permission, missing credentials, an unreachable endpoint); None when ``exc`` is
+    not botocore's."""
+    import botocore.exceptions as bx
+
+    if isinstance(exc, bx.ClientError):
+        code = error_code(exc) or "?"
+        message = exc.response["Error"].get("Message") or ""
+        line = f"AWS refused {exc.operation_name} ({code}{': ' + message if message else ''})"
+        if code in DENIED:
+            line += (
+                "; the principal lacks a permission: `python -m jobs iam-policy --config ...` "
+                "prints what each principal of this config needs"
+            )
+        return line
+    if isinstance(exc, bx.NoCredentialsError):
+        return (
+            "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, or run with an instance or task role"
+        )
+    if isinstance(exc, bx.BotoCoreError):
+        return f"AWS call failed: {exc}"
+    return None

@@ -467,6 +467,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
+        from .aws import describe_failure
+
+        failure = describe_failure(exc)
+        if failure is not None:
+            print(f"error: {failure}", file=sys.stderr)
+            return 2
         print(
             f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
             file=sys.stderr,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from .runinfo import METADATA
 from .storage import Location
 
 # What each AWS call the code makes needs (botocore service:operation → IAM actions). Calls
@@ -76,7 +77,7 @@ def _objects(uris) -> list[str]:
 
 
 def _list(sid: str, uris) -> list[dict]:
-    """s3:ListBucket on each bucket, limited to the prefixes."""
+    """s3:ListBucket on each bucket, limited to the prefixes (``s3:prefix``)."""
     by_bucket: dict[str, set[str]] = {}
     for uri in uris:
         bucket, key = _prefix_pattern(uri)
@@ -89,7 +90,7 @@ def _list(sid: str, uris) -> list[dict]:
         {
             "Sid": f"{sid}{i}",
             "Effect": "Allow",
-            "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+            "Action": "s3:ListBucket",
             "Resource": f"arn:aws:s3:::{bucket}",
             "Condition": {"StringLike": {"s3:prefix": sorted(p.lstrip("/") for p in prefixes)}},
         }
@@ -97,18 +98,31 @@ def _list(sid: str, uris) -> list[dict]:
     ]
 
 
+def _pending_uploads(sid: str, uris) -> dict:
+    """s3:ListBucketMultipartUploads, which every commit and cleanup calls first. The action
+    supports no ``s3:prefix`` key (AWS's Service Authorization Reference), and IAM evaluates a
+    condition on a key the request lacks as false: it is granted on the buckets, unconditioned."""
+    buckets = sorted({Location.parse(uri).bucket for uri in uris})
+    return {"Sid": sid, "Effect": "Allow", "Action": "s3:ListBucketMultipartUploads",
+            "Resource": [f"arn:aws:s3:::{b}" for b in buckets]}  # fmt: skip
+
+
 def _s3_uris(values) -> list[str]:
     return [v for v in values if v and Location.parse(v).scheme == "s3"]
 
 
+def _key_arn(key: str, region: str) -> str:
+    return key if key.startswith("arn:") else f"arn:aws:kms:{region}:*:key/*"
+
+
 def _kms(config, region: str) -> list[dict]:
-    """Encrypt/decrypt through S3 (and SageMaker) with the configured key(s)."""
+    """Encrypt/decrypt through S3 with the configured key(s)."""
     keys = [config.s3.kms_key_id, config.training.sagemaker.output_kms_key_id]
     keys = [k for k in keys if k]
     if config.s3.sse != "aws:kms" and not keys:
         return []
-    resources = sorted({k if k.startswith("arn:") else f"arn:aws:kms:{region}:*:key/*"
-                        for k in keys}) or ["*"]  # fmt: skip
+    # no key named: the bucket's default key, any key of the account, through S3 only
+    resources = sorted({_key_arn(k, region) for k in keys}) or [f"arn:aws:kms:{region}:*:key/*"]
     return [{
         "Sid": "KmsThroughS3",
         "Effect": "Allow",
@@ -116,6 +130,65 @@ def _kms(config, region: str) -> list[dict]:
         "Resource": resources,
         "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
     }]  # fmt: skip
+
+
+def _training_keys(config, region: str) -> list[dict]:
+    """What SageMaker's guide asks of the execution role for the training job's own keys:
+    kms:Encrypt for OutputDataConfig.KmsKeyId, kms:CreateGrant for the volume key."""
+    sm = config.training.sagemaker
+    out = []
+    if sm.output_kms_key_id:
+        out.append({"Sid": "EncryptModel", "Effect": "Allow", "Action": "kms:Encrypt",
+                    "Resource": _key_arn(sm.output_kms_key_id, region)})  # fmt: skip
+    if sm.volume_kms_key_id:
+        out.append({"Sid": "EncryptVolume", "Effect": "Allow", "Action": "kms:CreateGrant",
+                    "Resource": _key_arn(sm.volume_kms_key_id, region),
+                    "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}})  # fmt: skip
+    return out
+
+
+def _vpc(config, region: str) -> list[dict]:
+    """A training job in the user's VPC: SageMaker makes its network interfaces as the
+    execution role. The Describe calls support no resource-level permissions."""
+    sm = config.training.sagemaker
+    if not sm.subnets:
+        return []
+    ec2 = f"arn:aws:ec2:{region}:*"
+    return [
+        {"Sid": "VpcInterfaces", "Effect": "Allow",
+         "Action": ["ec2:CreateNetworkInterface"],
+         "Resource": [f"{ec2}:network-interface/*",
+                      *(f"{ec2}:subnet/{s}" for s in sm.subnets),
+                      *(f"{ec2}:security-group/{g}" for g in sm.security_group_ids)]},
+        {"Sid": "VpcInterfacesOwn", "Effect": "Allow",
+         "Action": ["ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
+                    "ec2:DeleteNetworkInterfacePermission"],
+         "Resource": f"{ec2}:network-interface/*"},
+        {"Sid": "VpcDescribe", "Effect": "Allow",
+         "Action": ["ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
+                    "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets",
+                    "ec2:DescribeSecurityGroups"],
+         "Resource": "*"},
+    ]  # fmt: skip
+
+
+def _trust(config, region: str, prefix: str) -> dict:
+    """SageMaker may assume the role only for this account's training jobs of this config
+    (the confused-deputy guard: aws:SourceAccount and aws:SourceArn)."""
+    account = _account(config.training.sagemaker.role_arn)
+    jobs = f"arn:aws:sagemaker:{region}:{account or '*'}:training-job/{prefix}*"
+    condition = {"ArnLike": {"aws:SourceArn": jobs}}
+    if account:
+        condition["StringEquals"] = {"aws:SourceAccount": account}
+    return _doc([{
+        "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
+        "Action": "sts:AssumeRole", "Condition": condition,
+    }])  # fmt: skip
+
+
+def _account(role_arn: str | None) -> str | None:
+    m = re.match(r"arn:aws[a-z-]*:iam::(\d{12}):", role_arn or "")
+    return m.group(1) if m else None
 
 
 def _doc(statements: list[dict]) -> dict:
@@ -130,10 +203,12 @@ def _training_output(config) -> str:
 def policies(config) -> dict[str, dict]:
     """name → policy document, for the three principals (plus the execution role's trust)."""
     region = config.training.sagemaker.region or config.s3.region or "us-east-1"
+    emr_region = config.emr.region or config.s3.region or "us-east-1"
     inputs = _s3_uris(p for paths in config.channels().values() for p in paths)
     output = _s3_uris([config.output.path])
     artifacts = _s3_uris([config.emr.artifacts_uri])
     model = _s3_uris([_training_output(config)])
+    checkpoints = _s3_uris([config.training.sagemaker.checkpoint_s3_uri])
     role = config.training.sagemaker.role_arn or "arn:aws:iam::*:role/*"
     # training-job ARNs carry the job's name in lower case
     prefix = config.training.sagemaker.job_name_prefix.lower()
@@ -148,15 +223,25 @@ def policies(config) -> dict[str, dict]:
         {"Sid": "TrainingLogs", "Effect": "Allow",
          "Action": ["logs:DescribeLogStreams", "logs:GetLogEvents"], "Resource": logs},
     ] if sagemaker else []  # fmt: skip
+    # `attach` reads the run's run.json and records the job's result beside it
+    results = [
+        {"Sid": "RecordTraining", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": [f"{arn}/{METADATA}" for arn in _folders(output)]},
+        {"Sid": "RecordTrainingResult", "Effect": "Allow", "Action": "s3:PutObject",
+         "Resource": [f"{arn}/training/*" for arn in _folders(output)]},
+    ] if sagemaker and output else []  # fmt: skip
 
+    # without s3:ListBucket, S3 answers a HEAD of a missing key with 403, not 404
     submitter = [
-        {"Sid": "Artifacts", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+        {"Sid": "Artifacts", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
          "Resource": _objects(artifacts)},
+        *_list("ListArtifactsAndRun", artifacts + (output if results else [])),
         {"Sid": "Steps", "Effect": "Allow",
          "Action": ["elasticmapreduce:DescribeCluster", "elasticmapreduce:AddJobFlowSteps",
                     "elasticmapreduce:DescribeStep"],
-         "Resource": f"arn:aws:elasticmapreduce:{region}:*:cluster/*"},
-        *follow, *_kms(config, region),
+         "Resource": f"arn:aws:elasticmapreduce:{emr_region}:*:cluster/*"},
+        *follow, *results, *_kms(config, region),
     ]  # fmt: skip
 
     profile = [
@@ -167,6 +252,7 @@ def policies(config) -> dict[str, dict]:
                     "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
          "Resource": _objects(output)},
         *_list("List", inputs + output),
+        _pending_uploads("PendingUploads", output),
         *_kms(config, region),
     ]  # fmt: skip
     if sagemaker:
@@ -185,6 +271,10 @@ def policies(config) -> dict[str, dict]:
         *_list("ListShards", output),
         {"Sid": "WriteModel", "Effect": "Allow", "Action": ["s3:PutObject"],
          "Resource": _objects(model)},
+        *([{"Sid": "Checkpoints", "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Resource": _objects(checkpoints)},
+           *_list("ListCheckpoints", checkpoints)] if checkpoints else []),
         {"Sid": "Logs", "Effect": "Allow",
          "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                     "logs:DescribeLogStreams"], "Resource": logs},
@@ -192,12 +282,20 @@ def policies(config) -> dict[str, dict]:
          "Resource": "*",
          "Condition": {"StringEquals": {"cloudwatch:namespace": TRAINING_LOGS}}},
         *_kms(config, region),
+        *_training_keys(config, region),
+        *_vpc(config, region),
     ]  # fmt: skip
     out = {"submitter": _doc(submitter), "emr_instance_profile": _doc(profile)}
     if sagemaker:
         out["sagemaker_execution_role"] = _doc(execution)
-        out["sagemaker_execution_role_trust"] = _doc([{
-            "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }])  # fmt: skip
+        out["sagemaker_execution_role_trust"] = _trust(config, region, prefix)
+    return out
+
+
+def _folders(uris) -> list[str]:
+    """The ARN of each location as a folder (templates and globs as ``*``)."""
+    out = []
+    for uri in uris:
+        bucket, key = _prefix_pattern(uri)
+        out.append(f"arn:aws:s3:::{bucket}" + (f"/{key}" if key else ""))
     return out

@@ -35,6 +35,10 @@ INTERNAL_ERROR = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
     b"<Message>injected by the test proxy</Message></Error>"
 )
+ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message></Error>"
+)
 
 
 def operation(method: str, path: str, query: str, headers) -> tuple[str, str]:
@@ -74,9 +78,10 @@ class Seen:
 @dataclass
 class Fault:
     """Fire on the ``nth`` request of ``op`` whose key contains ``key`` (and query string
-    ``query``), ``times`` times in a row. action: error (HTTP 500) | reset (close without
-    answering) | kill (SIGKILL the sender, then close) | delay (``seconds``, then forward) |
-    call (``call(seen)``, then close, or forward when ``forward``)."""
+    ``query``), ``times`` times in a row. action: error (HTTP 500) | deny (HTTP 403, as S3
+    answers a principal without the permission: AccessDenied; no body for a HEAD) | reset
+    (close without answering) | kill (SIGKILL the sender, then close) | delay (``seconds``,
+    then forward) | call (``call(seen)``, then close, or forward when ``forward``)."""
 
     op: str
     action: str
@@ -207,12 +212,15 @@ class FaultProxy:
         if fault is not None:
             if fault.action in ("kill", "call"):
                 seen.pid = _pid_of_peer(h.client_address[1])
-            if fault.action == "error":
-                h.send_response(500)
+            if fault.action in ("error", "deny"):
+                status, body = (500, INTERNAL_ERROR) if fault.action == "error" else (
+                    403, ACCESS_DENIED)  # fmt: skip
+                body = b"" if h.command == "HEAD" else body
+                h.send_response(status)
                 h.send_header("Content-Type", "application/xml")
-                h.send_header("Content-Length", str(len(INTERNAL_ERROR)))
+                h.send_header("Content-Length", str(len(body)))
                 h.end_headers()
-                h.wfile.write(INTERNAL_ERROR)
+                h.wfile.write(body)
                 return
             if fault.action == "delay":
                 time.sleep(fault.seconds)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from botocore.stub import Stubber
 from conftest import REPO
+from faultproxy import Fault
 
 from jobs.cli import main
 from jobs.config import load_config
@@ -85,6 +86,35 @@ def test_print_uploads_the_resolved_config_it_references(moto_server, bucket, tm
         digest = uri.rsplit("/", 2)[1]
         assert hashlib.sha256(_object(s3, uri)).hexdigest().startswith(digest)
     assert _object(s3, pex_uri) == b"pex bytes"
+
+
+@pytest.mark.aws
+def test_a_submitter_that_may_not_list_uploads_and_a_denied_put_is_one_line(
+    moto_server, proxy, bucket, tmp_path, capsys
+):
+    """Without s3:ListBucket, S3 answers a HEAD of a missing key with 403 (HeadObject's
+    documentation), not 404: the artifacts are uploaded all the same. A permission that is
+    missing altogether is one line naming the call, exit 2."""
+    emr, cluster = _cluster(moto_server)
+    proxy.add(Fault("HeadObject", "deny", times=1000))
+    argv = ["emr-step", "--cluster-id", cluster, "--config", CONF, "--dist", str(_dist(tmp_path))]
+    argv += _sets(moto_server, bucket, f"s3.endpoint_url={proxy.url}")
+    assert main(argv) == 0, capsys.readouterr().err
+    recorded = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    assert _object(s3, recorded["pex"]) == b"pex bytes"
+    assert len(proxy.ops("HeadObject")) == 3
+    assert len(emr.list_steps(ClusterId=cluster)["Steps"]) == 1
+
+    proxy.add(Fault("PutObject", "deny", times=1000))
+    assert main(argv + ["--set", "output.max_shard_mb=99"]) == 2  # a new config: a new key
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "error: AWS refused PutObject (AccessDenied: Access Denied); the "
+        "principal lacks a permission: `python -m jobs iam-policy"
+    ), err
+    assert len(err.strip().splitlines()) == 1 and "unexpected" not in err
+    assert len(emr.list_steps(ClusterId=cluster)["Steps"]) == 1  # no step added
 
 
 @pytest.mark.aws

@@ -18,6 +18,8 @@ import pytest
 from conftest import AWS_CALLS, REPO
 from helpers import write_columns
 
+from jobs.aws import RECORD_CALLS
+from jobs.cli import main
 from jobs.config import load_config
 from jobs.iam import ACTIONS, SUBMITTER_CALLS, TOLERATED, policies
 
@@ -112,8 +114,214 @@ def _jobs(*args, env=None):
     )  # fmt: skip
 
 
+# -- AWS's own rules: parliament lints each document against the Service Authorization
+# Reference (which actions exist, which resource types and condition keys each supports)
+
+
+def _full_config():
+    """Every option that changes a policy: KMS keys for the shards, the volume and the model;
+    a VPC; tags; checkpoints; input, output, model and artifacts in different buckets; a
+    templated output path and a separate training output path."""
+    return _config(**{
+        "training.sagemaker.output_kms_key_id": "alias/models",
+        "training.sagemaker.volume_kms_key_id": KEY,
+        "training.sagemaker.subnets": "[subnet-0abc, subnet-0def]",
+        "training.sagemaker.security_group_ids": "[sg-0123]",
+        "training.sagemaker.tags": "{team: ml, cost: shards}",
+        "training.sagemaker.spot": "true",
+        "training.sagemaker.checkpoint_s3_uri": "s3://ckpt-bkt/mnist/{date}",
+        "training.sagemaker.output_path": "s3://model-bkt/models/{date}",
+        "emr.region": "eu-west-1",
+    })  # fmt: skip
+
+
+# The community auditor flags permission-management actions wherever they are; SageMaker's
+# guide requires three: iam:PassRole to start a job (ours: one role, passed to SageMaker only),
+# kms:CreateGrant for a volume key (that key, for AWS resources only) and
+# ec2:CreateNetworkInterfacePermission in a VPC (network interfaces only). Checked below.
+REQUIRED = {
+    "emr_instance_profile": {"iam:passrole"},
+    "sagemaker_execution_role": {"kms:creategrant", "ec2:createnetworkinterfacepermission"},
+}
+
+
+@pytest.mark.parametrize("which", ["emr.yaml", "every option"])
+def test_aws_own_rules_find_nothing_above_low(which):
+    from parliament import analyze_policy_string, enhance_finding, override_config
+
+    community = Path(analyze_policy_string.__code__.co_filename).parent / "community_auditors"
+    override_config(community / "config_override.yaml")  # as parliament's CLI does
+    config = load_config(REPO / "conf" / "emr.yaml") if which == "emr.yaml" else _full_config()
+    findings = [
+        (name, f.issue, f.detail, f.location)
+        for name, doc in policies(config).items()
+        if not name.endswith("_trust")  # parliament reads identity policies (a Resource each)
+        for f in map(enhance_finding, analyze_policy_string(
+            json.dumps(doc), include_community_auditors=True).findings)
+        if f.severity not in ("LOW", "INFO") and not (
+            f.issue == "PERMISSIONS_MANAGEMENT_ACTIONS"
+            and set(f.location["actions"]) <= REQUIRED.get(name, set()))
+    ]  # fmt: skip
+    assert findings == []
+
+
+def test_the_execution_role_covers_the_training_jobs_own_options():
+    docs = policies(_full_config())
+    execution, trust = docs["sagemaker_execution_role"], docs["sagemaker_execution_role_trust"]
+    region, vpc = "us-east-1", "arn:aws:ec2:us-east-1:123456789012"
+    assert _allows(execution, "kms:Encrypt", f"arn:aws:kms:{region}:123456789012:key/k1", {})
+    assert _allows(execution, "kms:CreateGrant", KEY, {"kms:GrantIsForAWSResource": "true"})
+    assert not _allows(execution, "kms:CreateGrant", KEY, {"kms:GrantIsForAWSResource": "false"})
+    assert _allows(execution, "ec2:CreateNetworkInterface", f"{vpc}:subnet/subnet-0def", {})
+    assert not _allows(execution, "ec2:CreateNetworkInterface", f"{vpc}:subnet/subnet-9", {})
+    assert _allows(execution, "ec2:DescribeSubnets", "*", {})
+    ckpt = "arn:aws:s3:::ckpt-bkt/mnist/2026-12-06/checkpoint-1"
+    assert _allows(execution, "s3:PutObject", ckpt, {})
+    model = "arn:aws:s3:::model-bkt/models/2026-12-06/job/output/model.tar.gz"
+    assert _allows(execution, "s3:PutObject", model, {})
+    (statement,) = trust["Statement"]
+    assert statement["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "123456789012"},
+        "ArnLike": {"aws:SourceArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/"
+                    "mnist-linear-learner*"},
+    }  # fmt: skip
+    # EMR is called in emr.region, SageMaker in the training region
+    steps = [s for s in docs["submitter"]["Statement"] if s.get("Sid") == "Steps"]
+    assert steps[0]["Resource"] == "arn:aws:elasticmapreduce:eu-west-1:*:cluster/*"
+
+
+# -- the calls themselves: what each principal's process called, on which resource, with
+# which request context, judged by IAM's rules for Resource and Condition, with the condition
+# keys each action supports taken from AWS's reference (parliament's copy)
+
+ACCOUNT = "123456789012"  # moto's
+_GLOBAL_KEYS = ("aws:",)
+
+
+def _sar_keys(action: str) -> set[str]:
+    """The condition keys AWS's reference lists for ``action``; IAM fills no others."""
+    from parliament import iam_definition
+
+    prefix, name = action.split(":")
+    keys: set[str] = set()
+    for service in iam_definition:
+        if service["prefix"] != prefix:
+            continue
+        for privilege in service["privileges"]:
+            if privilege["privilege"] == name:
+                keys |= {k for r in privilege["resource_types"] for k in r["condition_keys"]}
+                for r in privilege["resource_types"]:
+                    kind = r["resource_type"].rstrip("*")
+                    keys |= {k for res in service["resources"] if res["resource"] == kind
+                             for k in res["condition_keys"]}  # fmt: skip
+    return keys
+
+
+def _holds(operator: str, key: str, wanted, action: str, context: dict) -> bool:
+    """One condition as IAM evaluates it: a key the request does not carry is false (no
+    ...IfExists operator is used here); a key the action does not support is never carried."""
+    if not key.startswith(_GLOBAL_KEYS) and key not in _sar_keys(action):
+        return False
+    value = context.get(key)
+    if value is None:
+        return False
+    wanted = _listed(wanted)
+    if operator in ("StringLike", "ArnLike"):
+        return any(fnmatch.fnmatchcase(value, w) for w in wanted)
+    if operator in ("StringEquals", "ArnEquals"):
+        return value in wanted
+    if operator == "Bool":
+        return str(value).lower() in [str(w).lower() for w in wanted]
+    raise AssertionError(f"the test does not evaluate {operator}")
+
+
+def _allows(doc, action: str, arn: str, context: dict) -> bool:
+    for s in _statements(doc):
+        if s["Effect"] != "Allow":
+            continue
+        if not any(fnmatch.fnmatchcase(action, a) for a in _listed(s["Action"])):
+            continue
+        if not any(fnmatch.fnmatchcase(arn, r) for r in _listed(s["Resource"])):
+            continue
+        conditions = s.get("Condition", {})
+        if all(
+            _holds(op, key, wanted, action, context)
+            for op, block in conditions.items()
+            for key, wanted in block.items()
+        ):
+            return True
+    return False
+
+
+_BUCKET_CALLS = {"ListObjectsV2", "ListObjects", "ListMultipartUploads", "HeadBucket"}
+
+
+def _resources(call: str, params: dict, region: str) -> list[tuple[str, str, dict]]:
+    """(IAM action, the ARN IAM authorizes it on, the request's condition context)."""
+    service, op = call.split(":")
+    out = []
+    for action in ACTIONS[call]:
+        context: dict = {}
+        if action == "iam:PassRole":
+            arn = params["RoleArn"]
+            context["iam:PassedToService"] = "sagemaker.amazonaws.com"
+        elif service == "s3" and op in _BUCKET_CALLS:
+            arn = f"arn:aws:s3:::{params['Bucket']}"
+            if "Prefix" in params:
+                context["s3:prefix"] = params["Prefix"]
+        elif service == "s3":
+            for key in params.get("Keys") or [params["Key"]]:
+                out.append((action, f"arn:aws:s3:::{params['Bucket']}/{key}", {}))
+            continue
+        elif service == "sagemaker":
+            name = params["TrainingJobName"].lower()
+            arn = f"arn:aws:sagemaker:{region}:{ACCOUNT}:training-job/{name}"
+        elif service == "logs":
+            stream = params.get("logStreamName") or params.get("logStreamNamePrefix")
+            tail = f"log-stream:{stream}" if stream else "*"  # a group's ARN, as AWS gives it
+            arn = f"arn:aws:logs:{region}:{ACCOUNT}:log-group:{params['logGroupName']}:{tail}"
+        elif service == "emr":
+            cluster = params.get("ClusterId") or params["JobFlowId"]
+            arn = f"arn:aws:elasticmapreduce:{region}:{ACCOUNT}:cluster/{cluster}"
+        else:
+            raise AssertionError(f"the test does not know {call}'s resource")
+        out.append((action, arn, context))
+    return out
+
+
+def _recorded(path: Path) -> list[tuple[str, dict]]:
+    out = []
+    for line in path.read_text().splitlines():
+        call, _, params = line.partition(" ")
+        out.append((call, json.loads(params or "{}")))
+    return out
+
+
+def _denied(doc, calls, region="us-east-1") -> list:
+    return sorted({
+        (call, action, arn)
+        for call, params in calls if call not in TOLERATED
+        for action, arn, context in _resources(call, params, region)
+        if not _allows(doc, action, arn, context)
+    })  # fmt: skip
+
+
+def test_a_condition_key_the_action_does_not_support_never_grants():
+    """The defect AWS would have shown on the first real commit: ListBucketMultipartUploads
+    under the s3:prefix condition of the ListBucket statement."""
+    doc = {"Statement": [{
+        "Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+        "Resource": "arn:aws:s3:::b", "Condition": {"StringLike": {"s3:prefix": ["run/*"]}},
+    }]}  # fmt: skip
+    calls = [("s3:ListObjectsV2", {"Bucket": "b", "Prefix": "run/data/"}),
+             ("s3:ListMultipartUploads", {"Bucket": "b", "Prefix": "run/data/"})]  # fmt: skip
+    assert _denied(doc, calls) == [
+        ("s3:ListMultipartUploads", "s3:ListBucketMultipartUploads", "arn:aws:s3:::b")
+    ]
+
+
 @pytest.mark.last
-def test_every_aws_call_the_code_makes_is_granted(moto_server, bucket, tmp_path):
+def test_every_aws_call_the_code_makes_is_granted(moto_server, bucket, tmp_path, monkeypatch):
     rng = np.random.default_rng(0)  # 6.4 MB of dense records: a multipart shard
     src = write_columns(tmp_path / "d", rng.random((8000, 200), dtype=np.float32),
                         rng.integers(0, 2, 8000))  # fmt: skip
@@ -138,7 +346,9 @@ def test_every_aws_call_the_code_makes_is_granted(moto_server, bucket, tmp_path)
     }
     argv = ["--config", "conf/emr.yaml"]
     argv += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    run = _jobs("run", *argv)
+    # each principal's calls apart: the cluster's (run), the submitter's (emr-step, attach)
+    profile_calls, submitter_calls = tmp_path / "profile.txt", tmp_path / "submitter.txt"
+    run = _jobs("run", *argv, env={**os.environ, RECORD_CALLS: str(profile_calls)})
     assert run.returncode == 0, run.stderr[-3000:]
     dist = tmp_path / "dist"
     dist.mkdir()
@@ -150,20 +360,49 @@ def test_every_aws_call_the_code_makes_is_granted(moto_server, bucket, tmp_path)
         "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True}, JobFlowRole="EMR_EC2_DefaultRole",
         ServiceRole="EMR_DefaultRole",
     )["JobFlowId"]  # fmt: skip
-    step = _jobs("emr-step", "--cluster-id", cluster, "--dist", str(dist), *argv)
+    step = _jobs("emr-step", "--cluster-id", cluster, "--dist", str(dist), *argv,
+                 env={**os.environ, RECORD_CALLS: str(submitter_calls)})  # fmt: skip
     assert "added step" in step.stdout, step.stderr[-2000:]
+    job = json.loads(s3.get_object(Bucket=bucket, Key="run/run.json")["Body"].read())
+    (record,) = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="run/training/")[
+        "Contents"] if o["Key"].endswith(".json")]  # fmt: skip
+    monkeypatch.setenv(RECORD_CALLS, str(submitter_calls))
+    assert main(["attach", Path(record).stem, *argv]) == 0  # in-process: no Spark
 
-    calls = set(Path(AWS_CALLS).read_text().split())
-    # the recording saw the whole job: tasks' uploads, the commit, training, the step
+    profile, submitter = _recorded(profile_calls), _recorded(submitter_calls)
+    suite = AWS_CALLS.read_text().splitlines() if AWS_CALLS.exists() else []
+    calls = {c for c, _ in profile + submitter} | {line.split()[0] for line in suite}
+    # the recording saw the whole job: tasks' uploads, the commit, training, the step, attach
     assert {"s3:UploadPart", "s3:CompleteMultipartUpload", "s3:PutObject",
-            "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
-            "emr:AddJobFlowSteps", "emr:DescribeCluster"} <= calls  # fmt: skip
+            "s3:ListMultipartUploads", "sagemaker:CreateTrainingJob",
+            "sagemaker:DescribeTrainingJob", "emr:AddJobFlowSteps",
+            "emr:DescribeCluster"} <= calls  # fmt: skip
+    assert {"s3:HeadObject", "s3:GetObject"} <= {c for c, _ in submitter}
     unknown = sorted(c for c in calls if c not in ACTIONS)
     assert not unknown, f"the code calls {unknown}, which jobs/iam.py does not map to IAM actions"
-    docs = policies(_config())
+    docs = policies(load_config(REPO / "conf" / "emr.yaml", [f"{k}={v}" for k, v in sets.items()]))
+    assert _denied(docs["emr_instance_profile"], profile) == []
+    assert _denied(docs["submitter"], submitter) == []
+    # every name the suite's other tests saw is granted to someone, by action name
     for call in sorted(calls - TOLERATED):
         for action in ACTIONS[call]:
             if call in SUBMITTER_CALLS:
                 assert _grants(docs["submitter"], action), ("submitter", call, action)
             if not call.startswith("emr:"):
                 assert _grants(docs["emr_instance_profile"], action), ("profile", call, action)
+    # what SageMaker does as the execution role (moto runs no training): read every shard of
+    # the run through its manifest or its prefix, write the model under the job's folder
+    execution = docs["sagemaker_execution_role"]
+    shards = [
+        ("s3:GetObject", {"Bucket": bucket, "Key": f"run/data/train/{s['key']}"})
+        for s in job["channels"]["train"]["shards"]
+    ]  # fmt: skip
+    sagemaker_calls = [
+        *shards,
+        ("s3:GetObject", {"Bucket": bucket, "Key": "run/manifests/" + Path(
+            job["channels"]["train"]["manifest"]).name}),
+        ("s3:ListObjectsV2", {"Bucket": bucket, "Prefix": "run/data/train/"}),
+        ("s3:PutObject", {"Bucket": bucket, "Key": f"run/training/sagemaker/"
+                          f"{Path(record).stem}/output/model.tar.gz"}),
+    ]  # fmt: skip
+    assert shards and _denied(execution, sagemaker_calls) == []
