@@ -58,6 +58,12 @@ def _train_args(p: argparse.ArgumentParser, run: bool = True) -> None:
         action="store_true",
         help="SageMaker: on Ctrl-C stop following but leave the job running",
     )
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="SageMaker: start a new job even when this run's job for the same request exists "
+        "(by default it is found and followed, never started twice)",
+    )
 
 
 def _inspect_args(p: argparse.ArgumentParser) -> None:
@@ -233,11 +239,11 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _convert(config, lease=None) -> tuple[dict, float]:
+def _convert(config, lease=None, release_spark=False) -> tuple[dict, float]:
     from .spark_job import convert
 
     t0 = time.perf_counter()
-    meta = convert(config, lease=lease)
+    meta = convert(config, lease=lease, release_spark=release_spark)
     return meta, time.perf_counter() - t0
 
 
@@ -313,8 +319,9 @@ def _train(config, run_uri: str, args, lease=None) -> dict:
     from .training.sagemaker import train_sagemaker
 
     return train_sagemaker(
-        config, run_uri, store, meta, wait=not args.no_wait, detach=args.detach, progress=print
-    )
+        config, run_uri, store, meta, wait=not args.no_wait, detach=args.detach, progress=print,
+        retrain=args.retrain,
+    )  # fmt: skip
 
 
 def _training_rows(result: dict) -> list[tuple[str, str]]:
@@ -346,9 +353,10 @@ def cmd_run(args) -> int:
     _check_training(config)
     with _lease(config, config.output.path) as lease:  # one writer for both stages
         log.info("stage 1/2: conversion (Spark)")
-        meta, seconds = _convert(config, lease)
+        training = config.training.backend != "none"
+        meta, seconds = _convert(config, lease, release_spark=training)
         rows = _conversion_rows(meta, seconds)
-        if config.training.backend != "none":
+        if training:
             log.info("stage 2/2: training (%s)", config.training.backend)
             result = _train(config, config.output.path, args, lease)
             rows += _training_rows(result)
@@ -423,7 +431,13 @@ def cmd_emr_step(args) -> int:
         return 0
     if not args.cluster_id:
         raise ConfigError("--cluster-id is required (or use --print)")
-    emr.submit(config, args.cluster_id, args.dist, args.wait)
+    sub = emr.submit(config, args.cluster_id, args.dist, args.wait)
+    if args.wait and emr.follows_outside(config):  # the step ended when its job was created
+        from .storage import Store
+        from .training.sagemaker import follow_run
+
+        result = follow_run(sub.config, Store(config.s3), sub.config.output.path)
+        print("\n" + _table(_training_rows(result)))
     return 0
 
 

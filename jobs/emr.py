@@ -120,6 +120,13 @@ def prepare(config, dist: str, now: datetime | None = None) -> Submission:
     return Submission(sub_id, resolved, files)
 
 
+def follows_outside(config) -> bool:
+    """``run`` with SageMaker training: the step ends once the job is created (the driver
+    does not follow it), so the cluster's step queue is never held while SageMaker trains;
+    ``emr-step --wait``, ``attach`` or the scheduler follows the job."""
+    return config.emr.command == "run" and config.training.backend == "sagemaker"
+
+
 def step_definition(config, sub: Submission) -> dict:
     """The AddJobFlowSteps step: command-runner.jar running spark-submit on the artifacts."""
     emr = config.emr
@@ -134,6 +141,7 @@ def step_definition(config, sub: Submission) -> dict:
         *emr.spark_submit_args,
         sub.uri("entry"),
         emr.command, "--config", CONFIG,
+        *(["--no-wait"] if follows_outside(config) else []),
     ]  # fmt: skip
     return {
         "Name": emr.step_name,
@@ -234,7 +242,7 @@ def print_step(config, dist: str, progress=print) -> dict:
 
 def submit(config, cluster_id: str, dist: str, wait: bool, progress=print):
     """Check the cluster, upload the artifacts, add the step, and (``wait``) follow it;
-    JobError if it fails."""
+    JobError if it fails. Returns the submission (its resolved config names the run)."""
     client = emr_client(config)
     label = check_release(client, cluster_id)
     sub = prepare(config, dist)
@@ -244,7 +252,7 @@ def submit(config, cluster_id: str, dist: str, wait: bool, progress=print):
     progress(f"added step {step_id} to {cluster_id} ({label}); output {sub.config.output.path}")
     progress(json.dumps({"step_id": step_id, **describe(sub)}))
     if not wait:
-        return
+        return sub
     final = wait_for_step(client, cluster_id, step_id, config.emr.poll_seconds, progress)
     state = final["Status"]["State"]
     if state != "COMPLETED":
@@ -253,3 +261,4 @@ def submit(config, cluster_id: str, dist: str, wait: bool, progress=print):
             str(details[k]) for k in ("Reason", "Message", "LogFile") if k in details
         )
         raise JobError(f"step {step_id} ended {state}: {reason or 'no reason given'}")
+    return sub

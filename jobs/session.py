@@ -49,6 +49,13 @@ def s3a_conf(s3: S3Settings) -> dict[str, str]:
     return conf
 
 
+def active_session():
+    """This process's running session, or None."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()
+
+
 def spark_session(spark: SparkConfig, s3: S3Settings, batch_rows: int = 8192):
     """Get or create the session. Local masters get our interpreter and the S3A jars; on a
     cluster spark-submit and EMR decide both."""

@@ -72,13 +72,17 @@ KILLED_ATTEMPT_GRACE_S = 3.0  # spark.python.task.killTimeout (2 s) and a margin
 
 
 def convert(
-    config: JobConfig, spark=None, dataframe=None, lease: Lease | None = None
-) -> RunMetadata:
+    config: JobConfig, spark=None, dataframe=None, lease: Lease | None = None,
+    release_spark: bool = False,
+) -> RunMetadata:  # fmt: skip
     """Run the conversion; returns the committed run's metadata. Raises JobError subclasses,
     or Interrupted on SIGINT/SIGTERM (with the run's files removed).
 
     Before Spark starts: the paths, credentials, the lease (``lease``, when the caller holds
-    one for more than this conversion) and what is at the output already."""
+    one for more than this conversion) and what is at the output already. ``release_spark``:
+    a session this call started is stopped once the run has committed, so what follows
+    (training, which needs no Spark) holds no executors; a session that was running before
+    (a notebook's, a test's) is left as it is."""
     check_paths(config, inputs=dataframe is None)
     inputs = [] if dataframe is not None else sum(config.channels().values(), [])
     require_credentials([config.output.path, *inputs], "the conversion reads or writes it")
@@ -94,13 +98,20 @@ def convert(
             layout = RunLayout.at(config.output.path, lease.run_id)
             taken_over = lease.previous.run_id if lease.previous else None
             replaced = layout.prepare(store, config.output.mode, marker=taken_over)
+            started = None
             if spark is None:
                 if discovery is not None and discovery.done():
                     discovery.result()  # an input that failed fails before the JVM starts
-                from .session import spark_session
+                from .session import active_session, spark_session
 
+                fresh = active_session() is None
                 spark = spark_session(config.spark, config.s3, config.read.batch_rows)
-            return Conversion(config, spark, dataframe, store, lease, replaced, discovery).run()
+                started = spark if fresh else None
+            meta = Conversion(config, spark, dataframe, store, lease, replaced, discovery).run()
+            if release_spark and started is not None:
+                started.stop()
+                log.info("committed: Spark stopped, its executors released")
+            return meta
         except (JobError, KeyboardInterrupt):
             raise
         except Exception as exc:  # Py4J/Spark errors: what failed and why, in one line

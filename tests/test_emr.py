@@ -5,17 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import boto3
+import numpy as np
 import pytest
 import yaml
 from botocore.stub import Stubber
 from conftest import REPO
 from faultproxy import Fault
+from helpers import write_columns
 
 from jobs.cli import main
 from jobs.config import load_config
 from jobs.emr import wait_for_step
+from jobs.storage import Store
+from jobs.training.sagemaker import follow_run
 
 CONF = str(REPO / "conf" / "emr.yaml")
 
@@ -71,7 +76,8 @@ def test_print_uploads_the_resolved_config_it_references(moto_server, bucket, tm
     assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
     pex_uri, config_uri = args[args.index("--files") + 1].split(",")
     assert "spark.pyspark.python=./jobs.pex" in args
-    assert args[-4:] == [recorded["entry"], "run", "--config", "job.yaml"]
+    # run with SageMaker: the step ends once the job is created (the cluster is not held)
+    assert args[-5:] == [recorded["entry"], "run", "--config", "job.yaml", "--no-wait"]
     assert (pex_uri, config_uri) == (recorded["pex"], recorded["config"])
     uploaded = yaml.safe_load(_object(s3, config_uri))
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
@@ -154,7 +160,8 @@ def test_step_is_added_to_a_cluster_with_its_arguments(
     args = step["Config"]["Args"]
     assert step["Config"]["Jar"] == "command-runner.jar"
     assert args[args.index("--files") + 1] == f"{recorded['pex']},{recorded['config']}"
-    assert args[-4:] == [recorded["entry"], "run", "--config", "job.yaml"]
+    # run with SageMaker: the step ends once the job is created (the cluster is not held)
+    assert args[-5:] == [recorded["entry"], "run", "--config", "job.yaml", "--no-wait"]
 
 
 @pytest.mark.aws
@@ -213,3 +220,61 @@ def test_wait_follows_the_step_to_its_failure_reason(moto_server):
         final = wait_for_step(emr, "j-1", "s-1", 0, lines.append, sleep=lambda s: None)
     assert final["Status"]["FailureDetails"]["Message"] == "exit code 2"
     assert [line.split()[-1] for line in lines] == ["PENDING", "RUNNING", "FAILED"]
+
+
+@pytest.mark.spark
+@pytest.mark.aws
+def test_the_step_ends_when_its_job_exists_and_the_submitter_follows_it(
+    spark, moto_server, bucket, tmp_path, capsys
+):
+    """The printed step run as the cluster runs it: `run --no-wait` commits, creates the
+    training job, records it and returns; following happens outside (what `emr-step --wait`
+    does after the step). The same step again, as a scheduler's retry after the job was
+    created, is refused by the committed run and starts no second job."""
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    rng = np.random.default_rng(3)
+    src = write_columns(tmp_path / "in", rng.random((600, 8), dtype=np.float32),
+                        rng.integers(0, 2, 600), files=2)  # fmt: skip
+    for f in sorted(Path(src).iterdir()):
+        s3.upload_file(str(f), bucket, f"in/{f.name}")
+    out = f"s3://{bucket}/daily/{{date}}"
+    argv = ["emr-step", "--print", "--config", CONF, "--dist", str(_dist(tmp_path))]
+    argv += _sets(
+        moto_server, bucket, f"input.paths={{train: 's3://{bucket}/in/'}}", f"output.path={out}",
+        "training.sagemaker.role_arn=arn:aws:iam::123456789012:role/SageMakerRole",
+        f"training.sagemaker.endpoint_url={moto_server}", "training.sagemaker.poll_seconds=0",
+        "training.hyperparameters={epochs: 2, mini_batch_size: 100}",
+    )  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    (step,) = json.loads(captured.out)
+    recorded = json.loads(captured.err.strip().splitlines()[-1])
+    args = step["HadoopJarStep"]["Args"]
+    command = args[args.index(recorded["entry"]) + 1 :]
+    job_yaml = tmp_path / "job.yaml"
+    job_yaml.write_bytes(_object(s3, recorded["config"]))
+    command[command.index("job.yaml")] = str(job_yaml)
+
+    sm = boto3.client("sagemaker", endpoint_url=moto_server, region_name="us-east-1")
+    before = {j["TrainingJobName"] for j in sm.list_training_jobs(MaxResults=100)[
+        "TrainingJobSummaries"]}  # fmt: skip
+    assert main(command) == 0  # what spark-submit runs on the cluster
+    step_log = capsys.readouterr()
+    jobs = [j for j in sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
+            if j["TrainingJobName"] not in before]  # fmt: skip
+    assert len(jobs) == 1
+    name = jobs[0]["TrainingJobName"]
+    run = recorded["output_path"]
+    record = json.loads(_object(s3, f"{run}/training/{name}.json"))
+    assert record["status"] == "InProgress"  # the step did not follow it
+    assert f"started training job {name}" in step_log.out
+    assert "Spark stopped" not in step_log.err  # the test's shared session is not the step's
+
+    cfg = load_config(job_yaml)
+    result = follow_run(cfg, Store(cfg.s3), run, progress=lambda s: None)
+    assert result["job_name"] == name and result["status"] == "Completed"
+    assert json.loads(_object(s3, f"{run}/training/{name}.json"))["status"] == "Completed"
+
+    assert main(command) == 2  # a retry of the step: the committed run is refused
+    assert "already holds a committed run" in capsys.readouterr().err
+    assert len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == len(before) + 1

@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +295,15 @@ def test_driver_killed_before_commit_leaves_no_run(
 # -- speculative execution -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Standalone:
+    master: str  # spark://…
+    state_url: str  # the master's own JSON view: workers, active and completed applications
+
+    def state(self) -> dict:
+        return json.load(urllib.request.urlopen(self.state_url, timeout=5))
+
+
 @pytest.fixture(scope="module")
 def standalone(moto_server, tmp_path_factory):
     """A Spark standalone master and two one-core workers on distinct host names (127.0.0.1
@@ -335,7 +345,7 @@ def standalone(moto_server, tmp_path_factory):
             if time.time() > deadline:
                 raise RuntimeError("the standalone Spark cluster did not start")
             time.sleep(0.5)
-        yield master
+        yield Standalone(master, f"http://127.0.0.1:{ui}/json")
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -355,7 +365,7 @@ def test_speculative_attempts_commit_identical_output(
     events = tmp_path / "events"
     events.mkdir()
     settings = _settings(data[0], f"s3://{fault_bucket}/{prefix}", proxy.url) | {
-        "spark.master": standalone,
+        "spark.master": standalone.master,
         "spark.conf.spark.speculation": "true",
         "spark.conf.spark.speculation.interval": "100ms",
         "spark.conf.spark.speculation.quantile": "0.5",
@@ -386,6 +396,51 @@ def test_speculative_attempts_commit_identical_output(
     assert fault.fired[0].key in [s.key for s in proxy.ops("AbortMultipartUpload")]
     assert_committed_like(s3, fault_bucket, prefix, baseline["direct"], data)
     shutil.rmtree(events)
+
+
+def test_run_ends_its_spark_application_before_training_starts(
+    s3, proxy, fault_bucket, standalone, tmp_path
+):
+    """Training needs no Spark: once the run has committed, `run` stops its application, so
+    no executor or core of the cluster is held while SageMaker trains (for a day, maybe).
+    The oracle is the standalone master's own view at each SageMaker request the driver
+    makes (they go through the proxy)."""
+    rng = np.random.default_rng(8)
+    src = write_columns(tmp_path / "in", rng.random((400, 6), dtype=np.float32),
+                        rng.integers(0, 2, 400), files=2)  # fmt: skip
+    views = []
+
+    def master_view(seen):
+        if seen.headers.get("x-amz-target", "").startswith("SageMaker."):
+            views.append((seen.headers["x-amz-target"], standalone.state()))
+
+    proxy.add(Fault("POSTBucket", "call", call=master_view, forward=True, times=1000))
+    settings = {
+        "input.paths.train": src,
+        "output.path": f"s3://{fault_bucket}/trained",
+        "s3.endpoint_url": proxy.url,
+        "s3.region": "us-east-1",
+        "spark.master": standalone.master,
+        "spark.conf.spark.driver.host": "127.0.0.1",
+        "spark.conf.spark.executor.memory": "512m",
+        "training.backend": "sagemaker",
+        "training.sagemaker.region": "us-east-1",
+        "training.sagemaker.role_arn": "arn:aws:iam::123456789012:role/SageMakerRole",
+        "training.sagemaker.endpoint_url": proxy.url,
+        "training.sagemaker.poll_seconds": 0,
+        "training.hyperparameters": "{epochs: 2, mini_batch_size: 50}",
+    }
+    before = {a["id"] for a in standalone.state()["completedapps"]}
+    driver = _cli(["run", *cli_sets(settings)], tmp_path, env={"SPARK_LOCAL_IP": "127.0.0.1"})
+    output, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, output
+    targets = [t for t, _ in views]
+    assert "SageMaker.CreateTrainingJob" in targets and "SageMaker.DescribeTrainingJob" in targets
+    for target, state in views:
+        assert state["activeapps"] == [], target
+        (app,) = [a for a in state["completedapps"] if a["id"] not in before]
+        assert app["state"] == "FINISHED", (target, app)
+    assert "Spark stopped, its executors released" in output
 
 
 @pytest.mark.parametrize("fault_op", ["error", "kill"])

@@ -24,6 +24,7 @@ from jobs.training.sagemaker import (
     follow,
     image_uri,
     job_name,
+    run_job,
     train_sagemaker,
 )
 
@@ -163,6 +164,13 @@ def _stubbed(moto_server):
     sm = boto3.client("sagemaker", region_name="us-east-1", endpoint_url=moto_server)
     logs = boto3.client("logs", region_name="us-east-1", endpoint_url=moto_server)
     return sm, logs
+
+
+def _no_job_yet(stub):
+    """SageMaker's answer to the lookup of a job that does not exist."""
+    stub.add_client_error(
+        "describe_training_job", "ValidationException", "Requested resource not found."
+    )
 
 
 def _describe(status, secondary, transitions=(), **extra):
@@ -323,6 +331,7 @@ def test_a_failed_job_raises_with_its_reason_and_ctrl_c_stops_it(moto_server, s3
     cfg = _cfg(moto_server, uri)
     sm, logs = _stubbed(moto_server)
     with Stubber(sm) as s_sm, Stubber(logs) as s_logs:
+        _no_job_yet(s_sm)
         s_sm.add_response("create_training_job", {"TrainingJobArn": "arn:x"})
         s_sm.add_response(
             "describe_training_job",
@@ -344,6 +353,7 @@ def test_a_failed_job_raises_with_its_reason_and_ctrl_c_stops_it(moto_server, s3
         def interrupt(_):
             raise KeyboardInterrupt
 
+        _no_job_yet(s_sm)
         s_sm.add_response("create_training_job", {"TrainingJobArn": "arn:x"})
         s_sm.add_response("describe_training_job", _describe("InProgress", "Training"))
         s_logs.add_response("describe_log_streams", {"logStreams": []})
@@ -488,7 +498,8 @@ def test_no_wait_starts_the_job_and_returns(moto_server, s3_run):
     uri, meta = s3_run
     cfg = _cfg(moto_server, uri)
     sm, logs = _stubbed(moto_server)
-    with Stubber(sm) as stub:  # exactly one call: CreateTrainingJob, never Describe
+    with Stubber(sm) as stub:  # the lookup of the run's job, CreateTrainingJob, and no follow
+        _no_job_yet(stub)
         stub.add_response("create_training_job", {"TrainingJobArn": "arn:aws:sagemaker:x:job/j"})
         result = train_sagemaker(
             cfg, uri, Store(cfg.s3), meta, wait=False, progress=lambda s: None,
@@ -583,6 +594,7 @@ def test_attach_records_the_same_result_as_train(moto_server, s3_run, status):
     sm, logs = _stubbed(moto_server)
     outcomes, said = {}, []
     with Stubber(sm) as s_sm, Stubber(logs) as s_logs:
+        _no_job_yet(s_sm)
         s_sm.add_response("create_training_job", {"TrainingJobArn": "arn:x"})
         for command in ("train", "attach"):
             s_sm.add_response("describe_training_job", _describe(status, status, **extra))
@@ -631,6 +643,7 @@ def test_train_completes_with_one_warning_when_logs_fail(moto_server, s3_run, co
     cfg = _cfg(moto_server, uri)
     sm, logs = _stubbed(moto_server)
     with Stubber(sm) as s_sm, Stubber(logs) as s_logs:
+        _no_job_yet(s_sm)
         s_sm.add_response("create_training_job", {"TrainingJobArn": "arn:x"})
         s_sm.add_response("describe_training_job", _describe("InProgress", "Training"))
         s_logs.add_client_error("describe_log_streams", code)
@@ -646,3 +659,41 @@ def test_train_completes_with_one_warning_when_logs_fail(moto_server, s3_run, co
     assert result["status"] == "Completed" and result["model_artifact"] == "s3://b/model.tar.gz"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and f"CloudWatch Logs unavailable ({code})" in warnings[0]
+
+
+@pytest.mark.spark
+@pytest.mark.aws
+def test_a_run_trained_again_finds_its_job_instead_of_starting_another(moto_server, s3_run):
+    """A retried step, a node lost after the job was created, a second `train`: the run's job
+    for the same request has one name, so it is found and followed. A changed request is a new
+    job; --retrain asks for one."""
+    uri, meta = s3_run
+    cfg = _cfg(moto_server, uri, **{"training.sagemaker.job_name_prefix": "again"})
+    sm, logs = _stubbed(moto_server)
+    created = []
+    sm.meta.events.register(
+        "before-parameter-build.sagemaker.CreateTrainingJob",
+        lambda params, **kw: created.append(params["TrainingJobName"]),
+    )
+
+    def train(config=cfg, **kw):
+        lines = []
+        result = train_sagemaker(config, uri, Store(config.s3), meta, progress=lines.append,
+                                 sm_client=sm, logs_client=logs, **kw)  # fmt: skip
+        return result, lines
+
+    first, _ = train()
+    assert first["job_name"].startswith(f"again-{meta.run_id}-") and first["status"] == "Completed"
+    again, lines = train()
+    assert created == [first["job_name"]] and again["job_name"] == first["job_name"]
+    assert (
+        f"training job {first['job_name']} exists for this run and request (Completed)"
+        in (lines[0])
+    )
+    assert run_job(cfg, Store(cfg.s3), uri) == first["job_name"]  # what emr-step --wait follows
+    other = _cfg(moto_server, uri, **{"training.sagemaker.job_name_prefix": "again",
+                                      "training.hyperparameters": "{epochs: 4}"})  # fmt: skip
+    changed, _ = train(other)
+    retrained, _ = train(retrain=True)
+    assert created == [first["job_name"], changed["job_name"], retrained["job_name"]]
+    assert len(set(created)) == 3 and changed["job_name"].startswith(f"again-{meta.run_id}-")

@@ -9,6 +9,8 @@ cannot (its default also stops after 6 hours: 120 s × 180).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import time
@@ -81,12 +83,30 @@ def training_region(config) -> str | None:
 
 
 def job_name(prefix: str, now: datetime | None = None) -> str:
+    """A new job's name by the time (``--retrain``: another job for a run that has one)."""
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S-%f")[:-3]
-    name = f"{prefix}-{stamp}" if prefix else stamp
+    return _checked(f"{prefix}-{stamp}" if prefix else stamp)
+
+
+RUN_PLACEHOLDER = "00000000-000000-000000"  # a run id's shape, for checks before the run
+
+
+def run_job_name(prefix: str, run_id: str, request: dict) -> str:
+    """The run's job for this request: ``<prefix>-<run id>-<digest of the request>``. The same
+    run trained the same way always gives the same name, so a retried step, a node lost after
+    the job was created or a second ``train`` finds that job instead of paying for another;
+    any change to the request (hyperparameters, instances, channels) is a new job."""
+    body = {k: v for k, v in request.items() if k != "TrainingJobName"}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:6]
+    return _checked(f"{prefix}-{run_id}-{digest}" if prefix else f"{run_id}-{digest}")
+
+
+def _checked(name: str) -> str:
     if len(name) > 63 or not JOB_NAME.match(name):
         raise TrainingError(
             f"job name {name!r} breaks the API's rule (1-63 letters, digits and hyphens, "
-            f"starting with a letter or digit); shorten or fix training.sagemaker.job_name_prefix"
+            "starting with a letter or digit; the run id and a digest take 30); shorten or "
+            "fix training.sagemaker.job_name_prefix"
         )
     return name
 
@@ -171,7 +191,8 @@ def preflight(config) -> None:
             f"{region}: SageMaker reads training data only from its own region; set "
             f"training.sagemaker.region: {where} or write to a bucket in {region}"
         )
-    request = _request(config, config.output.path, job_name(sm.job_name_prefix))
+    request = _request(config, config.output.path, "placeholder")
+    request["TrainingJobName"] = run_job_name(sm.job_name_prefix, RUN_PLACEHOLDER, request)
     request["HyperParameters"] = to_wire(hp)
     request["InputDataConfig"] = [
         {
@@ -401,21 +422,39 @@ def result_of(desc: dict) -> dict:
 
 def train_sagemaker(
     config, run_uri: str, store: Store, meta: dict, wait=True, detach=False, progress=print,
-    sm_client=None, logs_client=None, sleep=time.sleep,
+    sm_client=None, logs_client=None, sleep=time.sleep, retrain=False,
 ) -> dict:  # fmt: skip
-    """Start the job (after every local check), follow it, write the result JSON by the run."""
+    """Start the run's job (after every local check), or find it when it exists already;
+    follow it; write the result JSON by the run."""
     sm = config.training.sagemaker
-    name = job_name(sm.job_name_prefix)
-    request = build_request(config, run_uri, meta, name)
+    request = build_request(config, run_uri, meta, job_name(sm.job_name_prefix))
+    if not retrain:
+        request["TrainingJobName"] = run_job_name(sm.job_name_prefix, meta.run_id, request)
+    name = request["TrainingJobName"]  # run_job() gives the same
     if sm_client is None:
         sm_client, logs_client = clients(config)
-    resp = sm_client.create_training_job(**request)
-    arn = resp.get("TrainingJobArn")
-    progress(f"started training job {name} ({arn})")
     layout = RunLayout.at(run_uri)
-    # recorded at once: the job's output under the run is then provably this tool's
-    result = {"backend": "sagemaker", "job_name": name, "job_arn": arn, "status": "InProgress"}
-    store.put_json(layout.result(f"{name}.json"), result)
+    existing = None if retrain else _describe(sm_client, name)
+    if existing is None:
+        try:
+            resp = sm_client.create_training_job(**request)
+        except sm_client.exceptions.ResourceInUse:  # created since the Describe: a race
+            existing = _describe(sm_client, name)
+        else:
+            arn = resp.get("TrainingJobArn")
+            progress(f"started training job {name} ({arn})")
+            # recorded at once: the job's output under the run is then provably this tool's
+            result = {"backend": "sagemaker", "job_name": name, "job_arn": arn,
+                      "status": "InProgress"}  # fmt: skip
+            store.put_json(layout.result(f"{name}.json"), result)
+    if existing is not None:
+        progress(
+            f"training job {name} exists for this run and request "
+            f"({existing['TrainingJobStatus']}): following it, not starting another "
+            "(--retrain starts a new one)"
+        )
+        result = result_of(existing)
+        store.put_json(layout.result(f"{name}.json"), result)
     if not wait:
         return result
     try:
@@ -428,6 +467,34 @@ def train_sagemaker(
         sm_client.stop_training_job(TrainingJobName=name)
         raise
     return _finish(name, desc, store, layout)
+
+
+def follow_run(config, store: Store, run_uri: str, progress=print) -> dict:
+    """Follow the job of the committed run at ``run_uri`` from outside the cluster (the step
+    ended once it was created) and record its result by the run, as ``attach`` does."""
+    name = run_job(config, store, run_uri)
+    progress(f"following training job {name} of {run_uri}")
+    return attach(config, name, run_uri, store, progress=progress)
+
+
+def run_job(config, store: Store, run_uri: str) -> str:
+    """The name of the job ``train`` starts (or finds) for the committed run at ``run_uri``
+    with this config: how a step that did not follow its job is followed from outside."""
+    from ..runinfo import load_run
+
+    _, meta = load_run(run_uri, store)
+    request = build_request(config, run_uri, meta, "placeholder")
+    return run_job_name(config.training.sagemaker.job_name_prefix, meta.run_id, request)
+
+
+def _describe(sm_client, name: str) -> dict | None:
+    """The job named ``name``, or None when SageMaker has none (a ValidationException)."""
+    try:
+        return sm_client.describe_training_job(TrainingJobName=name)
+    except sm_client.exceptions.ClientError as exc:
+        if _code(exc) == "ValidationException":
+            return None
+        raise
 
 
 def _finish(name: str, desc: dict, store: Store, layout: RunLayout | None) -> dict:
