@@ -281,10 +281,19 @@ class Conversion:
         cancelled are gone (their Python workers get spark.python.task.killTimeout). Then say
         why, when a signal or a lost lease was the cause."""
         with INTERRUPTS.deferred():
-            self.layout.discard(self.store)
-            if after_spark_job:
-                time.sleep(KILLED_ATTEMPT_GRACE_S)
+            try:
                 self.layout.discard(self.store)
+                if after_spark_job:
+                    time.sleep(KILLED_ATTEMPT_GRACE_S)
+                    self.layout.discard(self.store)
+            except Exception as exc:  # the cause stays the error; this is said beside it
+                log.error(
+                    "could not remove this run's files (%s); nothing was committed, and what "
+                    "is left carries run id %s: the next output.mode: overwrite at %s removes it",
+                    exc,
+                    self.layout.run_id,
+                    self.layout.root.uri,
+                )
         why = "the conversion was cancelled and its files removed; nothing was committed"
         INTERRUPTS.raise_if_interrupted(why)
         self.lease.check()

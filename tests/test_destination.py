@@ -160,6 +160,26 @@ def test_overwrite_replaces_a_run_only_once_the_new_one_commits(
     np.testing.assert_array_equal(sorted_rows(x, y), sorted_rows(data[1], data[2]))
 
 
+def test_a_cleanup_that_fails_does_not_hide_why_the_run_failed(
+    spark, s3, bucket, proxy, data, tmp_path, caplog
+):
+    """A conversion fails (a NaN), and removing its files fails too (the principal may not
+    delete): the user reads the cause, and a second line says what was left and how it goes."""
+    bad_x = np.random.default_rng(2).random((3000, 20), dtype=np.float32)
+    bad_x[2900, 1] = np.nan
+    bad = write_columns(tmp_path / "bad", bad_x, np.zeros(3000, int), files=3)
+    proxy.add(Fault("DeleteObjects", "deny", times=1000))
+    proxy.add(Fault("DeleteObject", "deny", times=1000))
+    out = f"s3://{bucket}/kept"
+    settings = {"input.paths.train": bad, "output.path": out, "s3.endpoint_url": proxy.url,
+                "read.max_task_mb": 1}  # fmt: skip
+    with pytest.raises(InputError, match="null, NaN or infinite values"):
+        convert(config(**settings), spark)
+    (left,) = [r.getMessage() for r in caplog.records if "could not remove" in r.getMessage()]
+    assert "nothing was committed" in left and f"output.mode: overwrite at {out}" in left
+    assert "kept/run.json" not in s3_objects(s3, bucket, "kept/")
+
+
 def test_overlapping_input_and_output_fail_before_spark_starts(data, tmp_path):
     proj = tmp_path / "proj"
     (proj / "data" / "raw").mkdir(parents=True)

@@ -5,18 +5,21 @@ recorded from every process of this test session (Spark tasks included), after a
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
 from conftest import AWS_CALLS, REPO
-from helpers import write_columns
+from helpers import pending_uploads, s3_objects, write_columns
 
 from jobs.aws import RECORD_CALLS
 from jobs.cli import main
@@ -320,14 +323,71 @@ def test_a_condition_key_the_action_does_not_support_never_grants():
     ]
 
 
+def _principal(iam, name: str, documents: list[dict]) -> dict[str, str]:
+    """An IAM user holding ``documents`` as inline policies; its credentials as environment."""
+    iam.create_user(UserName=name)
+    for i, doc in enumerate(documents):
+        iam.put_user_policy(UserName=name, PolicyName=f"{name}-{i}", PolicyDocument=json.dumps(doc))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+
+
+def _as_moto_authorizes(doc: dict) -> dict:
+    """moto authorizes every call but S3's against Resource "*" (it knows no other service's
+    ARNs): those statements get "*", keeping their actions. It authorizes a multi-object
+    delete as s3:DeleteObject on the bucket (S3 does per key): statements granting it name
+    their buckets too. Their real resources, and every condition (moto evaluates none), are
+    judged by the recorded calls instead."""
+    out = json.loads(json.dumps(doc))
+    for statement in out["Statement"]:
+        actions = _listed(statement["Action"])
+        if not all(a.startswith("s3:") for a in actions):
+            statement["Resource"] = "*"
+        elif "s3:DeleteObject" in actions:
+            objects = _listed(statement["Resource"])
+            statement["Resource"] = objects + sorted({r.split("/")[0] for r in objects})
+    return out
+
+
+@contextlib.contextmanager
+def _moto_enforces_iam(moto_server):
+    """From here on moto authenticates every request and authorizes it by its user's
+    policies (its INITIAL_NO_AUTH_ACTION_COUNT, reset to 0); afterwards, anyone again."""
+
+    def reset(count):
+        request = urllib.request.Request(
+            f"{moto_server}/moto-api/reset-auth", data=count.encode(), method="POST",
+            headers={"Content-Type": "text/plain"},  # a form's body would be parsed away
+        )  # fmt: skip
+        urllib.request.urlopen(request, timeout=10).read()
+
+    reset("0")
+    try:
+        yield
+    finally:
+        reset("inf")
+
+
 @pytest.mark.last
 def test_every_aws_call_the_code_makes_is_granted(moto_server, bucket, tmp_path, monkeypatch):
+    """The job run as the principals the documents describe: `run` and a conversion that
+    fails (its cleanup) as the instance profile, `emr-step` and `attach` as the submitter,
+    each an IAM user of moto's with exactly its generated policies while moto enforces IAM
+    (actions, and S3's resources); and every call they made, recorded with its resource,
+    judged by IAM's rules for Resource and Condition."""
     rng = np.random.default_rng(0)  # 6.4 MB of dense records: a multipart shard
     src = write_columns(tmp_path / "d", rng.random((8000, 200), dtype=np.float32),
                         rng.integers(0, 2, 8000))  # fmt: skip
+    bad_x = rng.random((3000, 200), dtype=np.float32)
+    bad_x[2500, 7] = np.nan  # a row the tasks meet after shards are under way
+    bad = write_columns(tmp_path / "bad", bad_x, rng.integers(0, 2, 3000), files=2)
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
-    for f in sorted(Path(src).iterdir()):
-        s3.upload_file(str(f), bucket, f"in/train/{f.name}")
+    for folder, name in ((src, "train"), (bad, "bad")):
+        for f in sorted(Path(folder).iterdir()):
+            s3.upload_file(str(f), bucket, f"in/{name}/{f.name}")
     sets = {
         "input.paths": f"{{train: 's3://{bucket}/in/train/'}}",
         "output.path": f"s3://{bucket}/run",
@@ -344,12 +404,23 @@ def test_every_aws_call_the_code_makes_is_granted(moto_server, bucket, tmp_path,
         "emr.artifacts_uri": f"s3://{bucket}/artifacts",
         "emr.endpoint_url": moto_server,
     }
-    argv = ["--config", "conf/emr.yaml"]
-    argv += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    # each principal's calls apart: the cluster's (run), the submitter's (emr-step, attach)
-    profile_calls, submitter_calls = tmp_path / "profile.txt", tmp_path / "submitter.txt"
-    run = _jobs("run", *argv, env={**os.environ, RECORD_CALLS: str(profile_calls)})
-    assert run.returncode == 0, run.stderr[-3000:]
+    bad_sets = sets | {"input.paths": f"{{train: 's3://{bucket}/in/bad/'}}",
+                       "output.path": f"s3://{bucket}/bad-run"}  # fmt: skip
+
+    def cli(values):
+        return ["--config", "conf/emr.yaml",
+                *(a for k, v in values.items() for a in ("--set", f"{k}={v}"))]  # fmt: skip
+
+    def conf(values):
+        return load_config(REPO / "conf" / "emr.yaml", [f"{k}={v}" for k, v in values.items()])
+
+    docs, bad_docs = policies(conf(sets)), policies(conf(bad_sets))
+    iam = boto3.client("iam", endpoint_url=moto_server, region_name="us-east-1")
+    suffix = os.urandom(3).hex()
+    as_profile = _principal(iam, f"profile-{suffix}", [
+        _as_moto_authorizes(d["emr_instance_profile"]) for d in (docs, bad_docs)])  # fmt: skip
+    as_submitter = _principal(iam, f"submitter-{suffix}",
+                              [_as_moto_authorizes(docs["submitter"])])  # fmt: skip
     dist = tmp_path / "dist"
     dist.mkdir()
     (dist / "jobs.pex").write_bytes(b"pex")
@@ -360,14 +431,29 @@ def test_every_aws_call_the_code_makes_is_granted(moto_server, bucket, tmp_path,
         "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True}, JobFlowRole="EMR_EC2_DefaultRole",
         ServiceRole="EMR_DefaultRole",
     )["JobFlowId"]  # fmt: skip
-    step = _jobs("emr-step", "--cluster-id", cluster, "--dist", str(dist), *argv,
-                 env={**os.environ, RECORD_CALLS: str(submitter_calls)})  # fmt: skip
-    assert "added step" in step.stdout, step.stderr[-2000:]
+    # each principal's calls apart: the cluster's (run), the submitter's (emr-step, attach)
+    profile_calls, submitter_calls = tmp_path / "profile.txt", tmp_path / "submitter.txt"
+    base = {k: v for k, v in os.environ.items() if k != "AWS_SESSION_TOKEN"}  # users' own keys
+    with _moto_enforces_iam(moto_server):
+        env = {**base, **as_profile, RECORD_CALLS: str(profile_calls)}
+        run = _jobs("run", *cli(sets), env=env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        failed = _jobs("convert", *cli(bad_sets), env=env)
+        assert failed.returncode == 2 and "null, NaN or infinite" in failed.stderr, (
+            failed.stderr[-3000:])  # fmt: skip
+        job_name = re.search(r"started training job (\S+)", run.stdout).group(1)
+        for k, v in {**as_submitter, RECORD_CALLS: str(submitter_calls)}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("AWS_SESSION_TOKEN")
+        # in-process (no Spark): emr-step, then attach to the job `run` started
+        assert main(["emr-step", "--cluster-id", cluster, "--dist", str(dist), *cli(sets)]) == 0
+        assert main(["attach", job_name, *cli(sets)]) == 0  # in-process: no Spark
+    monkeypatch.undo()
+    assert not s3_objects(s3, bucket, "bad-run/") and not pending_uploads(s3, bucket)
     job = json.loads(s3.get_object(Bucket=bucket, Key="run/run.json")["Body"].read())
-    (record,) = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="run/training/")[
-        "Contents"] if o["Key"].endswith(".json")]  # fmt: skip
-    monkeypatch.setenv(RECORD_CALLS, str(submitter_calls))
-    assert main(["attach", Path(record).stem, *argv]) == 0  # in-process: no Spark
+    record = f"run/training/{job_name}.json"
+    assert json.loads(s3.get_object(Bucket=bucket, Key=record)["Body"].read())["status"] == (
+        "Completed")  # fmt: skip
 
     profile, submitter = _recorded(profile_calls), _recorded(submitter_calls)
     suite = AWS_CALLS.read_text().splitlines() if AWS_CALLS.exists() else []
@@ -380,8 +466,8 @@ def test_every_aws_call_the_code_makes_is_granted(moto_server, bucket, tmp_path,
     assert {"s3:HeadObject", "s3:GetObject"} <= {c for c, _ in submitter}
     unknown = sorted(c for c in calls if c not in ACTIONS)
     assert not unknown, f"the code calls {unknown}, which jobs/iam.py does not map to IAM actions"
-    docs = policies(load_config(REPO / "conf" / "emr.yaml", [f"{k}={v}" for k, v in sets.items()]))
-    assert _denied(docs["emr_instance_profile"], profile) == []
+    both = [docs["emr_instance_profile"], bad_docs["emr_instance_profile"]]  # the two runs'
+    assert _denied({"Statement": [s for d in both for s in d["Statement"]]}, profile) == []
     assert _denied(docs["submitter"], submitter) == []
     # every name the suite's other tests saw is granted to someone, by action name
     for call in sorted(calls - TOLERATED):
@@ -403,6 +489,6 @@ def test_every_aws_call_the_code_makes_is_granted(moto_server, bucket, tmp_path,
             job["channels"]["train"]["manifest"]).name}),
         ("s3:ListObjectsV2", {"Bucket": bucket, "Prefix": "run/data/train/"}),
         ("s3:PutObject", {"Bucket": bucket, "Key": f"run/training/sagemaker/"
-                          f"{Path(record).stem}/output/model.tar.gz"}),
+                          f"{job_name}/output/model.tar.gz"}),
     ]  # fmt: skip
     assert shards and _denied(execution, sagemaker_calls) == []
