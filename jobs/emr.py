@@ -186,7 +186,7 @@ def release(label: str) -> tuple[str, tuple[int, int, int]] | None:
 def check_release(client, cluster_id: str) -> str:
     """Refuse a cluster whose nodes cannot run the artifact, before anything is uploaded: the
     PEX runs on /usr/bin/python3.11 under Spark 3.5 (EMR 7.1+) or Spark 4.0 (emr-spark-8)."""
-    label = client.describe_cluster(ClusterId=cluster_id)["Cluster"].get("ReleaseLabel", "")
+    label = _cluster(client, cluster_id).get("ReleaseLabel", "")
     found = release(label)
     ok = found is not None and (
         (found[0] == "emr" and MIN_RELEASE <= found[1] < (8, 0, 0))
@@ -199,6 +199,55 @@ def check_release(client, cluster_id: str) -> str:
             "node; emr-7.0.0 has only Python 3.9), or emr-spark-8.x (Spark 4.0)"
         )
     return label
+
+
+def _cluster(client, cluster_id: str) -> dict:
+    return client.describe_cluster(ClusterId=cluster_id)["Cluster"]
+
+
+APPLICATION = re.compile(r"\bapplication_\d+_\d+\b")
+
+
+def driver_error(store: Store, log_uri: str | None, cluster_id: str, step_id: str) -> str:
+    """Where a failed step's own error is, and the line itself when it can be read. In
+    cluster mode the driver runs in YARN's application master, whose stderr (our one-line
+    error, the progress lines) EMR uploads to ``<LogUri>/<cluster>/containers/<app>/<AM
+    container>/stderr.gz``; the step's own stderr holds spark-submit's reports, which name the
+    application. EMR uploads logs every few minutes: one not there yet is named, not read."""
+    if not log_uri:
+        return (
+            "the cluster has no LogUri: the driver's log is in YARN on the cluster (`yarn logs "
+            "-applicationId <id>` on the primary node; the step's stderr names the id)"
+        )
+    base = Location.parse(re.sub(r"^s3[na]?://", "s3://", log_uri)).join(cluster_id)
+    step_log = base.join("steps", step_id, "stderr.gz")
+    try:
+        if not store.exists(step_log):
+            return (
+                f"the step's log is not uploaded yet: {step_log.uri} names the YARN "
+                f"application, whose driver log goes under {base.uri}/containers/"
+            )
+        app = APPLICATION.search(_gunzipped(store, step_log))
+        if app is None:
+            return f"the step failed before YARN ran it; its log: {step_log.uri}"
+        folder = base.join("containers", app.group(0))
+        logs = sorted(loc for loc, _ in store.list(folder) if loc.key.endswith("/stderr.gz"))
+        if not logs:
+            return f"the driver's log is not uploaded yet; it will be under {folder.uri}/"
+        master = logs[0]  # the first container of the first (only) attempt: the driver
+        said = [ln for ln in _gunzipped(store, master).splitlines() if ln.startswith("error: ")]
+        where = f"the driver's log: {master.uri}"
+        return f"the driver said: {said[-1]} ({where})" if said else where
+    except Exception as exc:
+        if aws.describe_failure(exc) is None and not isinstance(exc, JobError):
+            raise
+        return f"the driver's log is under {base.uri}/containers/ (not read: {exc})"
+
+
+def _gunzipped(store: Store, loc: Location) -> str:
+    import gzip
+
+    return gzip.decompress(store.get(loc)).decode("utf-8", "replace")
 
 
 def emr_client(config):
@@ -260,5 +309,7 @@ def submit(config, cluster_id: str, dist: str, wait: bool, progress=print):
         reason = "; ".join(
             str(details[k]) for k in ("Reason", "Message", "LogFile") if k in details
         )
-        raise JobError(f"step {step_id} ended {state}: {reason or 'no reason given'}")
+        log_uri = _cluster(client, cluster_id).get("LogUri")
+        driver = driver_error(Store(config.s3), log_uri, cluster_id, step_id)
+        raise JobError(f"step {step_id} ended {state}: {reason or 'no reason given'}; {driver}")
     return sub

@@ -207,6 +207,7 @@ def policies(config) -> dict[str, dict]:
     inputs = _s3_uris(p for paths in config.channels().values() for p in paths)
     output = _s3_uris([config.output.path])
     artifacts = _s3_uris([config.emr.artifacts_uri])
+    cluster_logs = _s3_uris([re.sub(r"^s3[na]?://", "s3://", config.emr.log_uri or "")])
     model = _s3_uris([_training_output(config)])
     checkpoints = _s3_uris([config.training.sagemaker.checkpoint_s3_uri])
     role = config.training.sagemaker.role_arn or "arn:aws:iam::*:role/*"
@@ -236,7 +237,9 @@ def policies(config) -> dict[str, dict]:
         {"Sid": "Artifacts", "Effect": "Allow",
          "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
          "Resource": _objects(artifacts)},
-        *_list("ListArtifactsAndRun", artifacts + (output if results else [])),
+        *([{"Sid": "ClusterLogs", "Effect": "Allow", "Action": "s3:GetObject",
+            "Resource": _objects(cluster_logs)}] if cluster_logs else []),
+        *_list("ListArtifactsRunAndLogs", artifacts + cluster_logs + (output if results else [])),
         {"Sid": "Steps", "Effect": "Allow",
          "Action": ["elasticmapreduce:DescribeCluster", "elasticmapreduce:AddJobFlowSteps",
                     "elasticmapreduce:DescribeStep"],

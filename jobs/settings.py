@@ -177,6 +177,9 @@ class EmrConfig:
     deploy_mode: str = "cluster"
     spark_submit_args: list[str] = field(default_factory=list)
     region: str | None = None
+    # the cluster's LogUri (s3://…/): the submitter's policy may then read it, and `emr-step
+    # --wait` shows a failed step's own error line from the driver's log there
+    log_uri: str | None = None
     endpoint_url: str | None = None  # an EMR-compatible endpoint (tests)
     poll_seconds: float = 30.0
 

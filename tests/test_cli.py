@@ -100,6 +100,16 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
     assert "holds no committed run" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_output_cut_short_by_a_pipe_is_not_an_error():
+    """`python -m jobs iam-policy ... | head`: the reader closes the pipe before the output
+    ends. A real pipe between two processes (the closed pipe is the point); `true` closes
+    it at once, long before the interpreter has started, so the write always meets it."""
+    cmd = f"{sys.executable} -m jobs iam-policy --config conf/emr.yaml | true"
+    piped = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=REPO, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert piped.stderr == "" and piped.returncode == 141
+
+
 def test_help_explains_each_command():
     out = jobs("--help").stdout
     listed = dict(re.findall(r"^    (\S+)\s{2,}(\S.*)$", out, re.MULTILINE))

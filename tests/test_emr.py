@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from helpers import write_columns
 
 from jobs.cli import main
 from jobs.config import load_config
-from jobs.emr import wait_for_step
+from jobs.emr import driver_error, wait_for_step
 from jobs.storage import Store
 from jobs.training.sagemaker import follow_run
 
@@ -220,6 +221,49 @@ def test_wait_follows_the_step_to_its_failure_reason(moto_server):
         final = wait_for_step(emr, "j-1", "s-1", 0, lines.append, sleep=lambda s: None)
     assert final["Status"]["FailureDetails"]["Message"] == "exit code 2"
     assert [line.split()[-1] for line in lines] == ["PENDING", "RUNNING", "FAILED"]
+
+
+@pytest.mark.aws
+def test_a_failed_steps_own_error_line_is_read_from_the_drivers_log(
+    moto_server, bucket, s3_settings
+):
+    """Where EMR puts a cluster-mode step's logs under the cluster's LogUri: the step's
+    stderr (spark-submit's reports, naming the YARN application) and each container's; the
+    application master's container is the driver, whose stderr holds our one error line."""
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    store = Store(s3_settings)
+    log_uri = f"s3n://{bucket}/elasticmapreduce/"  # as DescribeCluster gives it
+    cluster, step = "j-2X0TJ4AYW2U99", "s-1ABCDEF"
+
+    def put(key, text):
+        s3.put_object(Bucket=bucket, Key=f"elasticmapreduce/{cluster}/{key}",
+                      Body=gzip.compress(text.encode()))  # fmt: skip
+
+    assert "no LogUri" in driver_error(store, None, cluster, step)
+    pending = driver_error(store, log_uri, cluster, step)
+    assert pending.startswith("the step's log is not uploaded yet: ") and (
+        f"s3://{bucket}/elasticmapreduce/{cluster}/steps/{step}/stderr.gz" in pending)  # fmt: skip
+    app = "application_1765000000000_0003"
+    put(
+        f"steps/{step}/stderr.gz",
+        f"26/12/06 07:00:01 INFO Client: Submitted application {app}\n"
+        f"Exception in thread main: Application {app} finished with failed status\n",
+    )
+    assert driver_error(store, log_uri, cluster, step) == (
+        f"the driver's log is not uploaded yet; it will be under "
+        f"s3://{bucket}/elasticmapreduce/{cluster}/containers/{app}/"
+    )
+    am = f"containers/{app}/container_e01_1765000000000_0003_01_000001/stderr.gz"
+    put(
+        am,
+        "07:00:09 INFO stage 1/2: conversion (Spark)\nerror: features: 1 row in "
+        "s3://b/in/part-3.parquet with null, NaN or infinite values\n",
+    )
+    put(f"containers/{app}/container_e01_1765000000000_0003_01_000002/stderr.gz", "executor\n")
+    assert driver_error(store, log_uri, cluster, step) == (
+        "the driver said: error: features: 1 row in s3://b/in/part-3.parquet with null, NaN or "
+        f"infinite values (the driver's log: s3://{bucket}/elasticmapreduce/{cluster}/{am})"
+    )
 
 
 @pytest.mark.spark

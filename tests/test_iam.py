@@ -135,6 +135,7 @@ def _full_config():
         "training.sagemaker.checkpoint_s3_uri": "s3://ckpt-bkt/mnist/{date}",
         "training.sagemaker.output_path": "s3://model-bkt/models/{date}",
         "emr.region": "eu-west-1",
+        "emr.log_uri": "s3n://aws-logs-123456789012-eu-west-1/elasticmapreduce/",
     })  # fmt: skip
 
 
