@@ -85,7 +85,8 @@ run: setup
 	$(PY) -m jobs run --config conf/local.yaml
 
 # What a cluster needs, in $(DIST): jobs.pex — our wheel and every runtime dependency of both
-# read paths (pandas included) and of the local trainer, at constraints.txt's versions, as
+# read paths (pandas included) — not the local stand-in trainer's scikit-learn and SciPy:
+# SageMaker trains on a cluster — at constraints.txt's versions, as
 # manylinux_2_28 wheels for CPython 3.11 on x86_64 and aarch64 (glibc 2.28 <= Amazon Linux
 # 2023's 2.34). No interpreter inside: the nodes' /usr/bin/python3.11 (EMR 7.1+) runs it, and
 # the cluster's Spark provides pyspark (PYTHONPATH, inherited). The target is pinned here, not
@@ -102,7 +103,7 @@ endef
 export PEX_PINS
 PEX_PYTHON := 3.11.2
 PEX_PLATFORMS := manylinux_2_28_x86_64-cp-$(PEX_PYTHON)-cp311 manylinux_2_28_aarch64-cp-$(PEX_PYTHON)-cp311
-RUNTIME_DEPS := numpy pyarrow pandas boto3 pyyaml sqlglot regex scikit-learn
+RUNTIME_DEPS := numpy pyarrow pandas boto3 pyyaml sqlglot regex
 package: setup
 	rm -rf $(DIST) && mkdir -p $(DIST)
 	src=$$(mktemp -d) && cp -r jobs pyproject.toml README.md $$src/ && \

@@ -288,6 +288,10 @@ def _check_training(config) -> None:
         from .training.sagemaker import preflight
 
         preflight(config)
+    elif config.training.backend == "local":
+        from .training.local import require_scikit_learn
+
+        require_scikit_learn()
 
 
 def cmd_convert(args) -> int:

@@ -99,6 +99,12 @@ def prepare(config, dist: str, now: datetime | None = None) -> Submission:
             "artifact (in client mode the driver runs on the primary node's own Python, where "
             "the package is not installed)"
         )
+    if config.training.backend == "local" and emr.command != "convert":
+        raise ConfigError(
+            "training.backend: local is the laptop stand-in, and the cluster artifact leaves "
+            "out scikit-learn: on EMR use training.backend: sagemaker, or none, or "
+            "emr.command: convert"
+        )
     pex, entry = Path(dist) / PEX, Path(dist) / ENTRY
     for path in (pex, entry):
         if not path.is_file():
@@ -135,8 +141,9 @@ def step_definition(config, sub: Submission) -> dict:
         "--deploy-mode", "cluster",
         "--files", f"{sub.uri('pex')},{sub.uri('config')}",
         "--conf", f"spark.pyspark.python=./{PEX}",
-        "--conf", "spark.yarn.appMasterEnv.PEX_ROOT=./.pex",  # unpacked in the container
-        "--conf", "spark.executorEnv.PEX_ROOT=./.pex",
+        # unpacked once per node, shared by the node's containers (pex makes it atomically)
+        "--conf", f"spark.yarn.appMasterEnv.PEX_ROOT={emr.pex_root}",
+        "--conf", f"spark.executorEnv.PEX_ROOT={emr.pex_root}",
         "--conf", "spark.yarn.maxAppAttempts=1",
         *emr.spark_submit_args,
         sub.uri("entry"),

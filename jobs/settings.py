@@ -177,6 +177,8 @@ class EmrConfig:
     deploy_mode: str = "cluster"
     spark_submit_args: list[str] = field(default_factory=list)
     region: str | None = None
+    # where a node's containers unpack jobs.pex: once per node, not once per container
+    pex_root: str = "/tmp/sagemaker-shards-pex"
     # the cluster's LogUri (s3://…/): the submitter's policy may then read it, and `emr-step
     # --wait` shows a failed step's own error line from the driver's log there
     log_uri: str | None = None

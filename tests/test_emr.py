@@ -77,6 +77,9 @@ def test_print_uploads_the_resolved_config_it_references(moto_server, bucket, tm
     assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
     pex_uri, config_uri = args[args.index("--files") + 1].split(",")
     assert "spark.pyspark.python=./jobs.pex" in args
+    # unpacked once per node (every container of it shares the copy), not once per container
+    assert "spark.executorEnv.PEX_ROOT=/tmp/sagemaker-shards-pex" in args
+    assert "spark.yarn.appMasterEnv.PEX_ROOT=/tmp/sagemaker-shards-pex" in args
     # run with SageMaker: the step ends once the job is created (the cluster is not held)
     assert args[-5:] == [recorded["entry"], "run", "--config", "job.yaml", "--no-wait"]
     assert (pex_uri, config_uri) == (recorded["pex"], recorded["config"])
@@ -188,6 +191,9 @@ def test_client_mode_and_unknown_templates_are_refused(moto_server, bucket, tmp_
     bad = f"output.path=s3://{bucket}/out/{{day}}"
     assert main(argv + _sets(moto_server, bucket, bad)) == 2
     assert "unknown template {day}" in capsys.readouterr().err
+    # the cluster artifact has no scikit-learn: the local stand-in trainer cannot run there
+    assert main(argv + _sets(moto_server, bucket, "training.backend=local")) == 2
+    assert "the cluster artifact leaves out scikit-learn" in capsys.readouterr().err
 
 
 @pytest.mark.aws

@@ -71,10 +71,11 @@ def test_the_pex_carries_both_architectures_and_no_interpreter_or_spark(dist):
     info = _pex_info(dist)
     wheels = list(info["distributions"])
     names = {w.split("-")[0].lower().replace("_", "-") for w in wheels}
-    assert {"jobs", "numpy", "pyarrow", "pandas", "boto3", "pyyaml", "sqlglot", "regex",
-            "scikit-learn"} <= names  # fmt: skip
+    assert {"jobs", "numpy", "pyarrow", "pandas", "boto3", "pyyaml", "sqlglot",
+            "regex"} <= names  # fmt: skip
     assert not names & {"pyspark", "py4j"}  # the cluster's Spark provides them
-    for package in ("numpy", "pyarrow", "pandas", "regex", "scikit_learn"):
+    assert not names & {"scikit-learn", "scipy"}  # the local trainer's: SageMaker trains there
+    for package in ("numpy", "pyarrow", "pandas", "regex"):
         mine = [w for w in wheels if w.lower().startswith(package + "-")]
         assert any("x86_64" in w for w in mine) and any("aarch64" in w for w in mine), mine
     for wheel in wheels:  # CPython 3.11 or pure, and no newer glibc than Amazon Linux 2023's
@@ -110,13 +111,14 @@ export SPARK_HOME="$W/spark" SPARK_LOCAL_IP=127.0.0.1 PATH=/usr/bin:/bin
   --webui-port "$UI2" --work-dir "$W/worker" "spark://127.0.0.1:$PORT" > "$W/worker.log" 2>&1 &
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 sleep 3
-# both steps at once, as a scheduler may submit them: one core each, one PEX_ROOT for the drivers
+# both steps at once, as a scheduler may submit them: one core each; every container of the
+# node (both drivers, both executors) unpacks into the node's one PEX_ROOT, as emr-step says
 for run in 1 2; do
   "$SPARK_HOME/bin/spark-submit" --master "spark://127.0.0.1:$PORT" \
     --files "$DIST/jobs.pex" \
     --conf spark.pyspark.python=./jobs.pex \
     --conf "spark.pyspark.driver.python=$DIST/jobs.pex" \
-    --conf spark.executorEnv.PEX_ROOT=./.pex \
+    --conf "spark.executorEnv.PEX_ROOT=$PEX_ROOT" \
     --conf spark.executor.memory=1g --conf spark.cores.max=1 \
     "$DIST/main.py" $(cat "$W/args-$run") > "$W/run-$run.log" 2>&1 &
   eval "step$run=$!"
@@ -127,7 +129,10 @@ cat "$W/run-1.log" "$W/run-2.log"
 """
 
 
-def test_spark_submit_runs_the_pex_on_another_python_with_the_build_hidden(dist, tmp_path):
+@pytest.mark.aws
+def test_spark_submit_runs_the_pex_on_another_python_with_the_build_hidden(
+    dist, tmp_path, moto_server, s3, bucket
+):
     if not Path(NODE_PYTHON).is_file():
         pytest.fail(f"{NODE_PYTHON} is missing: `make setup` installs Debian's python3.11")
     assert os.path.realpath(NODE_PYTHON) != str(BUILD_PYTHON)  # really another interpreter
@@ -149,20 +154,25 @@ def test_spark_submit_runs_the_pex_on_another_python_with_the_build_hidden(dist,
         common + f"output:\n  path: {tmp_path / 'out-spark'}\nread:\n  path: spark\n"
         "training:\n  backend: none\n"
     )
-    (w / "direct.yaml").write_text(
-        common + f"output:\n  path: {tmp_path / 'out-direct'}\nread:\n  path: direct\n"
-        "training:\n  backend: local\n"
+    (w / "direct.yaml").write_text(  # as on EMR: S3 out, SageMaker training (both moto)
+        common + f"output:\n  path: s3://{bucket}/out-direct\nread:\n  path: direct\n"
+        f"s3:\n  endpoint_url: {moto_server}\n  region: us-east-1\n"
+        "training:\n  backend: sagemaker\n  hyperparameters: {epochs: 2}\n  sagemaker:\n"
+        "    region: us-east-1\n    role_arn: arn:aws:iam::123456789012:role/SageMakerRole\n"
+        f"    endpoint_url: {moto_server}\n    poll_seconds: 0\n"
     )
     (w / "args-1").write_text(f"convert --config {w / 'spark.yaml'}")
-    (w / "args-2").write_text(f"run --config {w / 'direct.yaml'}")
+    (w / "args-2").write_text(f"run --config {w / 'direct.yaml'} --no-wait")  # as emr-step
     pyenv = Path(str(BUILD_PYTHON).split("/versions/")[0])  # …/.pyenv
     env = {
         "W": str(w), "DIST": str(dist), "PYSPARK_DIR": str(Path(pyspark.__file__).parent),
         "HIDE_PYENV": str(pyenv), "HIDE_REPO": str(REPO), "BUILD_PYTHON": str(BUILD_PYTHON),
         "PORT": str(free_port()),
         "UI": str(free_port()), "UI2": str(free_port()), "PATH": "/usr/bin:/bin",
-        "HOME": str(w), "PEX_ROOT": str(w / "driver-pex"),
+        "HOME": str(w), "PEX_ROOT": str(w / "node-pex"),
         "JAVA_HOME": os.environ.get("JAVA_HOME", ""),
+        **{k: os.environ.get(k, "") for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+           "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")},
     }  # fmt: skip
     assert str(BUILD_PYTHON).startswith(str(pyenv)) or str(BUILD_PYTHON).startswith(str(REPO))
     node = subprocess.run(
@@ -171,12 +181,20 @@ def test_spark_submit_runs_the_pex_on_another_python_with_the_build_hidden(dist,
     )  # fmt: skip
     logs = node.stdout[-3000:] + node.stderr[-5000:]
     assert node.returncode == 0, logs
-    for out, path in ((tmp_path / "out-spark", "spark"), (tmp_path / "out-direct", "direct")):
-        meta = json.loads((out / "run.json").read_text())
+    direct = json.loads(s3.get_object(Bucket=bucket, Key="out-direct/run.json")["Body"].read())
+    spark = json.loads((tmp_path / "out-spark" / "run.json").read_text())
+    for meta, path in ((spark, "spark"), (direct, "direct")):
         assert meta["read_path"] == path
         assert sum(c["rows"] for c in meta["channels"].values()) == 1797
         # the driver and every task ran the node's interpreter (the PEX re-executes it)
         assert meta["pythons"]["driver"].split()[0] == NODE_PYTHON, meta["pythons"]
         assert {p.split()[0] for p in meta["pythons"]["tasks"]} == {NODE_PYTHON}, meta["pythons"]
         assert meta["pythons"]["tasks"][0].split()[1] != sys.version.split()[0]
-    assert "model" in node.stdout or (tmp_path / "out-direct" / "model").exists(), logs
+    # the step ended once its training job was created (the cluster route: --no-wait)
+    (record,) = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out-direct/training/")
+                 ["Contents"]]  # fmt: skip
+    assert json.loads(s3.get_object(Bucket=bucket, Key=record)["Body"].read())["status"] == (
+        "InProgress")  # fmt: skip
+    # every container of the node used the node's one unpacked copy, none its own
+    assert (w / "node-pex" / "installed_wheels").is_dir()
+    assert not list((w / "worker").rglob("installed_wheels")), "a container unpacked its own"

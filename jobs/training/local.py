@@ -156,6 +156,19 @@ def _metrics(model, hp, batches, prefix: str) -> dict[str, float]:
     return {f"{prefix}:{k}": float(v) for k, v in out.items()}
 
 
+def require_scikit_learn() -> None:
+    """The stand-in trainer is scikit-learn's; the cluster artifact leaves it out (SageMaker
+    trains there), so say so before any data is read."""
+    import importlib.util
+
+    if importlib.util.find_spec("sklearn") is None:
+        raise TrainingError(
+            "training.backend: local needs scikit-learn, which this Python does not have (the "
+            "cluster artifact leaves it out: the stand-in trainer is for laptops and tests); "
+            "use training.backend: sagemaker or none, or `pip install scikit-learn`"
+        )
+
+
 def train_local(
     training, run_uri: str, store: Store, metadata: RunMetadata, progress=print
 ) -> dict:
