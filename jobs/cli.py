@@ -33,6 +33,13 @@ def _common(p: argparse.ArgumentParser, config: bool = True) -> None:
             metavar="KEY.PATH=VALUE",
             help="override one config value (YAML syntax), repeatable: --set output.mode=overwrite",
         )
+    if config:
+        p.add_argument(
+            "--logical-date", metavar="DATE",
+            help="the date this run is for (2026-12-06 or an ISO 8601 time; default: now, "
+            "UTC): fills {date} and {time} in output paths. A scheduled step passes its "
+            "schedule's; a backfill passes an earlier one",
+        )  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     p.add_argument("--quiet", action="store_true", help="only warnings and the final result")
 
@@ -90,6 +97,12 @@ def _emr_args(p: argparse.ArgumentParser) -> None:
         help="upload the artifacts and print the step JSON (for a scheduler) instead of adding it",
     )  # fmt: skip
     p.add_argument("--wait", action="store_true", help="follow the step to its end")
+    p.add_argument(
+        "--scheduler", choices=["eventbridge", "stepfunctions", "airflow", "none"],
+        default="none",
+        help="with --print: the scheduler that submits the step every day; the step carries "
+        "its placeholder for the logical date (none: each run's start time, UTC)",
+    )  # fmt: skip
 
 
 # name, help, description, its own arguments, whether it reads a config
@@ -200,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args):
     from pathlib import Path
 
-    from .config import load_config
+    from .config import dated, load_config, logical_date, resolve_templates, submission_id
 
     path = args.config
     if path is None and Path(DEFAULT_CONFIG).is_file():
@@ -208,7 +221,15 @@ def _config(args):
     overrides = list(args.overrides)
     if getattr(args, "force", False):
         overrides.append("output.take_over_lease=true")
-    return load_config(path, overrides)
+    config = load_config(path, overrides)
+    when = logical_date(args.logical_date)
+    if args.command == "emr-step":  # fills them for the cluster (or leaves them to each run)
+        args.now = when
+        return config
+    resolved = resolve_templates(config, dated(when, submission_id(when)))
+    if resolved.output.path != config.output.path:
+        log.info("output.path %s for %s: %s", config.output.path, when.date(), resolved.output.path)
+    return resolved
 
 
 def _setup_logging(args) -> None:
@@ -430,12 +451,12 @@ def cmd_emr_step(args) -> int:
     config = _config(args)
     _check_training(config)
     if args.print_only:
-        recorded = emr.print_step(config, args.dist)
+        recorded = emr.print_step(config, args.dist, args.scheduler)
         print(json.dumps(recorded), file=sys.stderr)
         return 0
     if not args.cluster_id:
         raise ConfigError("--cluster-id is required (or use --print)")
-    sub = emr.submit(config, args.cluster_id, args.dist, args.wait)
+    sub = emr.submit(config, args.cluster_id, args.dist, args.wait, now=args.now)
     if args.wait and emr.follows_outside(config):  # the step ended when its job was created
         from .storage import Store
         from .training.sagemaker import follow_run

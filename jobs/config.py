@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import secrets
 import types
 import typing
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -77,7 +79,7 @@ def _values(value):
 
 _CHOICES = {
     "select.invalid": ("error", "drop", "zero"),
-    "output.mode": ("error", "overwrite"),
+    "output.mode": ("error", "overwrite", "resume"),
     "output.encoding": ("dense", "sparse", "auto"),
     "output.shuffle": ("none", "rows"),
     "read.path": ("auto", "direct", "spark"),
@@ -308,3 +310,58 @@ def check(config: JobConfig) -> None:
         and not config.training.num_classes
     ):
         raise ConfigError("training.num_classes is required for a multiclass_classifier")
+
+
+TEMPLATE = re.compile(r"\{(date|time|run_id)\}")
+
+
+def submission_id(now: datetime) -> str:
+    """What ``{run_id}`` becomes: ``20261206T070000Z-1e198be4``."""
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
+
+
+def logical_date(text: str | None, now: datetime | None = None) -> datetime:
+    """The date a run is for: the scheduler's (``--logical-date``: a date or an ISO 8601
+    time, as EventBridge Scheduler, Step Functions and Airflow give it), else now; in UTC."""
+    if text is None:
+        return now or datetime.now(timezone.utc)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--logical-date {text!r} is not a date or an ISO 8601 time (2026-12-06 or "
+            "2026-12-06T07:00:00Z); was the scheduler's placeholder left unfilled?"
+        ) from None
+    if when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
+
+
+def resolve_templates(config: JobConfig, values: dict[str, str]) -> JobConfig:
+    """output.path and training.sagemaker.output_path with the named templates (``date``:
+    YYYY-MM-DD, ``time``: HHMMSS, ``run_id``) filled in; others are left for later, and any
+    ``{...}`` that is not a template is an error."""
+
+    def fill(name: str, text: str | None) -> str | None:
+        if text is None:
+            return None
+        out = TEMPLATE.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+        left = re.search(r"\{[^}]*\}", TEMPLATE.sub("", out))
+        if left:
+            raise ConfigError(
+                f"{name} {text!r}: unknown template {left.group(0)}; use {{date}}, {{time}} "
+                "or {run_id}"
+            )
+        return out
+
+    output = dataclasses.replace(config.output, path=fill("output.path", config.output.path))
+    sm = config.training.sagemaker
+    sm = dataclasses.replace(sm, output_path=fill("training.sagemaker.output_path", sm.output_path))
+    training = dataclasses.replace(config.training, sagemaker=sm)
+    return dataclasses.replace(config, output=output, training=training)
+
+
+def dated(when: datetime, run_id: str | None = None) -> dict[str, str]:
+    """The template values of a run for ``when`` (and ``run_id``, when it is known)."""
+    values = {"date": when.strftime("%Y-%m-%d"), "time": when.strftime("%H%M%S")}
+    return values | ({"run_id": run_id} if run_id else {})

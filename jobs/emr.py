@@ -10,19 +10,19 @@ on x86_64 and aarch64; the nodes' own ``/usr/bin/python3.11`` (EMR 7.1 and later
 the cluster's Spark provides pyspark. Every artifact goes to a key named by its content
 (``<artifacts_uri>/<kind>/<sha256 prefix>/<name>``), so a pending or scheduled step never sees
 another submission's files. The config uploaded is the *resolved* one: ``--set`` overrides
-applied and ``{date}``, ``{time}`` and ``{run_id}`` in output paths filled in once, at
-submission. ``--print`` uploads the same artifacts and prints the step instead of adding it
-(for EventBridge Scheduler, Step Functions or Airflow).
+applied and ``{date}``, ``{time}`` and ``{run_id}`` in output paths filled in at submission.
+``--print`` uploads the same artifacts and prints the step instead of adding it, for a
+scheduler (EventBridge Scheduler, Step Functions, Airflow) to submit every day: ``{run_id}`` is
+filled (the submission), ``{date}`` and ``{time}`` are left for each run, from the logical date
+the scheduler passes in the step (``--scheduler``) or else the run's start.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from . import aws
+from .config import dated, resolve_templates, submission_id
 from .errors import ConfigError, JobError
 from .storage import Location, Store, open_shard
 
@@ -38,7 +39,6 @@ ENTRY = "main.py"
 CONFIG = "job.yaml"
 STEP_DONE = ("COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED")
 MIN_RELEASE = (7, 1, 0)  # the first EMR release with /usr/bin/python3.11 on its nodes
-TEMPLATE = re.compile(r"\{(date|time|run_id)\}")
 
 
 @dataclass(frozen=True)
@@ -64,32 +64,20 @@ def _digest(content: bytes | Path) -> str:
     return h.hexdigest()[:20]
 
 
-def resolve_templates(config, now: datetime, run_id: str):
-    """output.path and training.sagemaker.output_path with ``{date}`` (YYYY-MM-DD, UTC), ``{time}``
-    (HHMMSS) and ``{run_id}`` filled in; any other ``{...}`` is an error."""
-    values = {"date": now.strftime("%Y-%m-%d"), "time": now.strftime("%H%M%S"), "run_id": run_id}
-
-    def fill(name: str, text: str | None) -> str | None:
-        if text is None:
-            return None
-        out = TEMPLATE.sub(lambda m: values[m.group(1)], text)
-        left = re.search(r"\{[^}]*\}", out)
-        if left:
-            raise ConfigError(
-                f"{name} {text!r}: unknown template {left.group(0)}; use {{date}}, {{time}} "
-                "or {run_id}"
-            )
-        return out
-
-    output = dataclasses.replace(config.output, path=fill("output.path", config.output.path))
-    sm = config.training.sagemaker
-    sm = dataclasses.replace(sm, output_path=fill("training.sagemaker.output_path", sm.output_path))
-    training = dataclasses.replace(config.training, sagemaker=sm)
-    return dataclasses.replace(config, output=output, training=training)
+# --print --scheduler NAME: what the printed step passes as --logical-date, for that scheduler
+# to fill each time it submits the step (None: the step's own start time, in UTC)
+SCHEDULERS = {
+    "eventbridge": "<aws.scheduler.scheduled-time>",  # EventBridge Scheduler's context attribute
+    "stepfunctions": "$$.Execution.StartTime",  # the context object (Args.$ with States.Array)
+    "airflow": "{{ ds }}",  # EmrAddStepsOperator's steps are templated
+    "none": None,
+}
 
 
-def prepare(config, dist: str, now: datetime | None = None) -> Submission:
-    """Check what cannot work on a cluster, resolve the config, and name every artifact."""
+def prepare(config, dist: str, now: datetime | None = None, scheduled: bool = False) -> Submission:
+    """Check what cannot work on a cluster, resolve the config, and name every artifact.
+    ``scheduled`` (a printed step, submitted again and again): ``{date}`` and ``{time}`` are
+    left for each run to fill from its logical date; otherwise all is filled now."""
     emr = config.emr
     if not emr.artifacts_uri or Location.parse(emr.artifacts_uri).scheme != "s3":
         raise ConfigError("emr.artifacts_uri must be an s3:// prefix for the packaged artifacts")
@@ -110,8 +98,8 @@ def prepare(config, dist: str, now: datetime | None = None) -> Submission:
         if not path.is_file():
             raise ConfigError(f"{path} does not exist (run `make package` first)")
     now = now or datetime.now(timezone.utc)
-    sub_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
-    resolved = resolve_templates(config, now, sub_id)
+    sub_id = submission_id(now)
+    resolved = resolve_templates(config, {"run_id": sub_id} if scheduled else dated(now, sub_id))
     text = f"# resolved by `emr-step` for submission {sub_id}\n" + yaml.safe_dump(
         resolved.to_dict(), sort_keys=False
     )
@@ -133,9 +121,11 @@ def follows_outside(config) -> bool:
     return config.emr.command == "run" and config.training.backend == "sagemaker"
 
 
-def step_definition(config, sub: Submission) -> dict:
-    """The AddJobFlowSteps step: command-runner.jar running spark-submit on the artifacts."""
+def step_definition(config, sub: Submission, scheduler: str | None = None) -> dict:
+    """The AddJobFlowSteps step: command-runner.jar running spark-submit on the artifacts;
+    for a ``scheduler``, with its placeholder for the logical date."""
     emr = config.emr
+    placeholder = SCHEDULERS[scheduler] if scheduler else None
     args = [
         "spark-submit",
         "--deploy-mode", "cluster",
@@ -149,12 +139,20 @@ def step_definition(config, sub: Submission) -> dict:
         sub.uri("entry"),
         emr.command, "--config", CONFIG,
         *(["--no-wait"] if follows_outside(config) else []),
+        *(["--logical-date"] if placeholder else []),
     ]  # fmt: skip
-    return {
-        "Name": emr.step_name,
-        "ActionOnFailure": emr.action_on_failure,
-        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args},
-    }
+    jar = {"Jar": "command-runner.jar", "Args": [*args, *([placeholder] if placeholder else [])]}
+    if scheduler == "stepfunctions":  # a context path inside a list: only an intrinsic can
+        jar = {
+            "Jar": "command-runner.jar",
+            "Args.$": f"States.Array({', '.join(map(_asl_string, args))}, {placeholder})",
+        }
+    return {"Name": emr.step_name, "ActionOnFailure": emr.action_on_failure, "HadoopJarStep": jar}
+
+
+def _asl_string(text: str) -> str:
+    """A string literal of Amazon States Language's intrinsic functions: ' { } \\ escaped."""
+    return "'" + re.sub(r"(['{}\\])", r"\\\1", text) + "'"
 
 
 def upload(sub: Submission, store: Store) -> None:
@@ -287,21 +285,24 @@ def describe(sub: Submission) -> dict:
     }
 
 
-def print_step(config, dist: str, progress=print) -> dict:
-    """Upload the artifacts and print the step JSON, for a scheduler to submit."""
-    sub = prepare(config, dist)
+def print_step(config, dist: str, scheduler: str = "none", progress=print) -> dict:
+    """Upload the artifacts and print the step JSON, for a scheduler to submit every day:
+    each run fills ``{date}`` from the logical date the scheduler passes (or its start)."""
+    sub = prepare(config, dist, scheduled=True)
     upload(sub, Store(config.s3))
-    step = step_definition(config, sub)
+    step = step_definition(config, sub, scheduler)
     progress(json.dumps([step], indent=2))
     return describe(sub)
 
 
-def submit(config, cluster_id: str, dist: str, wait: bool, progress=print):
+def submit(
+    config, cluster_id: str, dist: str, wait: bool, progress=print, now: datetime | None = None
+):
     """Check the cluster, upload the artifacts, add the step, and (``wait``) follow it;
     JobError if it fails. Returns the submission (its resolved config names the run)."""
     client = emr_client(config)
     label = check_release(client, cluster_id)
-    sub = prepare(config, dist)
+    sub = prepare(config, dist, now)
     upload(sub, Store(config.s3))
     step = step_definition(config, sub)
     step_id = client.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"][0]

@@ -129,7 +129,8 @@ class Lease:
     def acquire(self, mode: str = "error", force: bool = False) -> Lease:
         """Take the lease, or raise LeaseHeld naming the holder. A stale holder's lease (no
         renewal for ``timeout_s``, or a dead process on this host) is taken over with
-        ``mode`` overwrite; ``force`` takes over any holder's."""
+        ``mode`` overwrite or resume (a retry of a run whose attempt died); ``force`` takes
+        over any holder's."""
         me = Holder.me(self.run_id, self.timeout_s, self.command)
         self._made_root = not self.store.folder_exists(self.root)
         for _ in range(10):
@@ -147,7 +148,7 @@ class Lease:
             holder = Holder.parse(data, self.loc)
             now = time.time()
             stale = holder.stale(now)
-            if not (force or (stale and mode == "overwrite")):
+            if not (force or (stale and mode in ("overwrite", "resume"))):
                 raise LeaseHeld(self._held_message(holder, now, stale))
             try:
                 self._token = self.store.replace_if(self.loc, me.dump(), token)

@@ -165,8 +165,9 @@ class RunLayout:
         ``marker`` is the run id of a lease this run took over: besides a committed
         ``run.json``, the proof that what fits our layout here was written by this tool."""
         survey = self.survey(store)
+        replaces = mode in ("overwrite", "resume")  # resume: an uncommitted attempt's files
         if survey.foreign:
-            if mode == "overwrite":  # never in a folder shared with other files
+            if replaces:  # never in a folder shared with other files
                 raise StorageError(survey.describe_foreign(self.root))
             log.warning(
                 "output.path %s also holds %s this tool did not write (e.g. %s); they stay "
@@ -208,6 +209,28 @@ class RunLayout:
             else "",
         )
         return replaced
+
+    def committed(self, store: Store, config) -> RunMetadata | None:
+        """``output.mode: resume``: the run committed here by an earlier attempt of the same
+        conversion (a retried step, a rerun of a day), which is kept as it is; None when
+        nothing is committed here. A committed run of another conversion is refused: resume
+        never takes one run for another."""
+        if not store.exists(self.metadata):
+            return None
+        raw = _our_metadata(store, self.metadata)
+        if raw is None:
+            return None  # someone else's run.json: prepare() names it
+        mine, theirs = _conversion(config.to_dict()), _conversion(raw.get("config") or {})
+        differs = sorted(k for k in mine if mine[k] != theirs.get(k))
+        if differs:
+            raise StorageError(
+                f"{self.root.uri} holds run {raw.get('run_id')}, committed {raw.get('committed')}"
+                f" from another conversion (its {', '.join(differs)} "
+                f"{'differs' if len(differs) == 1 else 'differ'}): output.mode: resume "
+                "keeps a run only for the same one; use overwrite to replace it, or write "
+                "elsewhere"
+            )
+        return RunMetadata.from_dict(raw)
 
     # -- this run's own objects --------------------------------------------------------------
     def owns(self, key: str) -> bool:
@@ -293,6 +316,19 @@ MODELS = ("training", "job-output")
 
 def _is_model(owned: Owned) -> bool:
     return owned.kind in MODELS and not owned.temp
+
+
+def _conversion(config: dict) -> dict:
+    """What decides a run's bytes: the input, the selection and the output's layout."""
+    output = config.get("output") or {}
+    return {
+        "input": config.get("input"),
+        "select": config.get("select"),
+        **{
+            f"output.{k}": output.get(k)
+            for k in ("encoding", "max_shard_mb", "shards", "shuffle", "seed")
+        },  # fmt: skip
+    }
 
 
 def _our_metadata(store: Store, loc: Location) -> dict | None:

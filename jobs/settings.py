@@ -90,7 +90,7 @@ class SelectConfig:
 @dataclass
 class OutputConfig:
     path: str = "out/shards"
-    mode: str = "error"  # error | overwrite
+    mode: str = "error"  # error | overwrite | resume (a retry: a committed run is kept, not redone)
     encoding: str = "auto"  # dense | sparse | auto
     max_shard_mb: int = 128
     shards: int | None = None  # an exact count per channel

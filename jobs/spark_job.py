@@ -96,6 +96,16 @@ def convert(
             lease = take(store, out.path, out.mode, out.take_over_lease, out.lease_timeout_s)
         try:
             layout = RunLayout.at(config.output.path, lease.run_id)
+            done = layout.committed(store, config) if config.output.mode == "resume" else None
+            if done is not None:
+                log.info(
+                    "output.mode=resume: %s holds run %s, committed %s by an earlier attempt: "
+                    "kept, not converted again",
+                    layout.root.uri,
+                    done.run_id,
+                    done.committed,
+                )
+                return done
             taken_over = lease.previous.run_id if lease.previous else None
             replaced = layout.prepare(store, config.output.mode, marker=taken_over)
             started = None

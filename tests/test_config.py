@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.config import load_config
+from jobs.config import dated, load_config, logical_date, resolve_templates
 from jobs.errors import ConfigError
 
 REPO_CONF = "conf/local.yaml"
@@ -206,3 +206,31 @@ def test_an_output_path_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "out.csv").write_text("x")
     with pytest.raises(ConfigError, match=r"output.path .*out.csv is an existing file"):
         _paths(**{"input.paths.train": tmp_path / "in", "output.path": tmp_path / "out.csv"})
+
+
+@pytest.mark.parametrize(
+    "given, date, time",
+    [
+        ("2026-12-06", "2026-12-06", "000000"),  # Airflow's {{ ds }}, a backfill by hand
+        ("2026-12-06T07:00:00Z", "2026-12-06", "070000"),  # EventBridge Scheduler
+        ("2026-12-06T07:00:00.123Z", "2026-12-06", "070000"),  # Step Functions' StartTime
+        ("2026-12-05T21:30:00-10:00", "2026-12-06", "073000"),  # an offset: its UTC date
+    ],
+)
+def test_a_logical_date_fills_the_templates_in_utc(given, date, time):
+    config = load_config(None, ["output.path=s3://b/runs/{date}/{time}-{run_id}"])
+    when = logical_date(given)
+    resolved = resolve_templates(config, dated(when, "sub-1"))
+    assert resolved.output.path == f"s3://b/runs/{date}/{time}-sub-1"
+    # a printed step fills only {run_id}; each run fills the rest
+    later = resolve_templates(config, {"run_id": "sub-1"})
+    assert later.output.path == "s3://b/runs/{date}/{time}-sub-1"
+    assert resolve_templates(later, dated(when)).output.path == resolved.output.path
+
+
+def test_an_unfilled_placeholder_is_named():
+    with pytest.raises(ConfigError, match="was the scheduler's placeholder left unfilled"):
+        logical_date("<aws.scheduler.scheduled-time>")
+    config = load_config(None, ["output.path=s3://b/runs/{day}"])
+    with pytest.raises(ConfigError, match=r"unknown template \{day\}"):
+        resolve_templates(config, dated(logical_date("2026-12-06")))

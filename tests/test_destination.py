@@ -180,6 +180,23 @@ def test_a_cleanup_that_fails_does_not_hide_why_the_run_failed(
     assert "kept/run.json" not in s3_objects(s3, bucket, "kept/")
 
 
+def test_resume_keeps_a_committed_run_and_never_takes_another_conversions(spark, data, tmp_path):
+    """output.mode: resume, what a retried step uses: the run an earlier attempt committed is
+    kept as it is (no Spark job, no byte changed); a run of another conversion is refused."""
+    out = tmp_path / "day"
+    settings = {"input.paths.train": data[0], "output.path": str(out), "output.mode": "resume"}
+    first = convert(config(**settings), spark)
+    before = _digest(out)
+    jobs_before = spark.sparkContext.statusTracker().getJobIdsForGroup(None)
+    again = convert(config(**settings), spark)
+    assert again.run_id == first.run_id and again.channels == first.channels
+    assert _digest(out) == before
+    assert spark.sparkContext.statusTracker().getJobIdsForGroup(None) == jobs_before
+    with pytest.raises(StorageError, match=r"from another conversion \(its select differs\)"):
+        convert(config(**settings | {"select.label": "CAST(target = 1 AS FLOAT)"}), spark)
+    assert _digest(out) == before
+
+
 def test_overlapping_input_and_output_fail_before_spark_starts(data, tmp_path):
     proj = tmp_path / "proj"
     (proj / "data" / "raw").mkdir(parents=True)

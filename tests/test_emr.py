@@ -84,8 +84,19 @@ def test_print_uploads_the_resolved_config_it_references(moto_server, bucket, tm
     assert args[-5:] == [recorded["entry"], "run", "--config", "job.yaml", "--no-wait"]
     assert (pex_uri, config_uri) == (recorded["pex"], recorded["config"])
     uploaded = yaml.safe_load(_object(s3, config_uri))
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    resolved = f"s3://{bucket}/shards/{today}/{recorded['submission']}"
+    # each scheduler's placeholder for the logical date, where that scheduler fills it
+    for scheduler, tail in (("eventbridge", "<aws.scheduler.scheduled-time>"),
+                            ("airflow", "{{ ds }}")):  # fmt: skip
+        assert main(["emr-step", "--print", "--scheduler", scheduler, *argv[2:]]) == 0
+        (printed,) = json.loads(capsys.readouterr().out)
+        assert printed["HadoopJarStep"]["Args"][-2:] == ["--logical-date", tail]
+    assert main(["emr-step", "--print", "--scheduler", "stepfunctions", *argv[2:]]) == 0
+    (printed,) = json.loads(capsys.readouterr().out)
+    listed = printed["HadoopJarStep"]["Args.$"]  # a context path inside a list: an intrinsic
+    assert listed.startswith("States.Array('spark-submit', '--deploy-mode', 'cluster', ")
+    assert listed.endswith(", '--logical-date', $$.Execution.StartTime)")
+    # one printed step serves every day: {run_id} is the submission's, {date} each run's
+    resolved = f"s3://{bucket}/shards/{{date}}/{recorded['submission']}"
     assert uploaded["output"]["path"] == recorded["output_path"] == resolved
     assert uploaded["output"]["max_shard_mb"] == 77
     # the uploaded file is a config the job reads back to the same settings
@@ -274,23 +285,26 @@ def test_a_failed_steps_own_error_line_is_read_from_the_drivers_log(
 
 @pytest.mark.spark
 @pytest.mark.aws
-def test_the_step_ends_when_its_job_exists_and_the_submitter_follows_it(
+def test_one_printed_step_serves_every_day_and_a_retry_never_trains_twice(
     spark, moto_server, bucket, tmp_path, capsys
 ):
-    """The printed step run as the cluster runs it: `run --no-wait` commits, creates the
-    training job, records it and returns; following happens outside (what `emr-step --wait`
-    does after the step). The same step again, as a scheduler's retry after the job was
-    created, is refused by the committed run and starts no second job."""
+    """A schedule, simulated: the step printed once (for Airflow: `{{ ds }}` in its args) and
+    run as the cluster runs it, with the date the scheduler fills in, for three days; day 2
+    retried once after its commit (its first attempt died before training) and once after
+    its job was created; a backfill of an earlier day. `run --no-wait` commits, creates the
+    job and ends; following it happens outside (what `emr-step --wait` does)."""
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
     rng = np.random.default_rng(3)
     src = write_columns(tmp_path / "in", rng.random((600, 8), dtype=np.float32),
                         rng.integers(0, 2, 600), files=2)  # fmt: skip
     for f in sorted(Path(src).iterdir()):
         s3.upload_file(str(f), bucket, f"in/{f.name}")
-    out = f"s3://{bucket}/daily/{{date}}"
-    argv = ["emr-step", "--print", "--config", CONF, "--dist", str(_dist(tmp_path))]
+    s3.put_object(Bucket=bucket, Key="daily/README.txt", Body=b"the team's notes")  # foreign
+    argv = ["emr-step", "--print", "--scheduler", "airflow", "--config", CONF,
+            "--dist", str(_dist(tmp_path))]  # fmt: skip
     argv += _sets(
-        moto_server, bucket, f"input.paths={{train: 's3://{bucket}/in/'}}", f"output.path={out}",
+        moto_server, bucket, f"input.paths={{train: 's3://{bucket}/in/'}}",
+        f"output.path=s3://{bucket}/daily/{{date}}", "output.mode=resume",
         "training.sagemaker.role_arn=arn:aws:iam::123456789012:role/SageMakerRole",
         f"training.sagemaker.endpoint_url={moto_server}", "training.sagemaker.poll_seconds=0",
         "training.hyperparameters={epochs: 2, mini_batch_size: 100}",
@@ -300,31 +314,47 @@ def test_the_step_ends_when_its_job_exists_and_the_submitter_follows_it(
     (step,) = json.loads(captured.out)
     recorded = json.loads(captured.err.strip().splitlines()[-1])
     args = step["HadoopJarStep"]["Args"]
-    command = args[args.index(recorded["entry"]) + 1 :]
+    assert args[-2:] == ["--logical-date", "{{ ds }}"]
     job_yaml = tmp_path / "job.yaml"
     job_yaml.write_bytes(_object(s3, recorded["config"]))
-    command[command.index("job.yaml")] = str(job_yaml)
-
     sm = boto3.client("sagemaker", endpoint_url=moto_server, region_name="us-east-1")
-    before = {j["TrainingJobName"] for j in sm.list_training_jobs(MaxResults=100)[
-        "TrainingJobSummaries"]}  # fmt: skip
-    assert main(command) == 0  # what spark-submit runs on the cluster
-    step_log = capsys.readouterr()
-    jobs = [j for j in sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
-            if j["TrainingJobName"] not in before]  # fmt: skip
-    assert len(jobs) == 1
-    name = jobs[0]["TrainingJobName"]
-    run = recorded["output_path"]
-    record = json.loads(_object(s3, f"{run}/training/{name}.json"))
-    assert record["status"] == "InProgress"  # the step did not follow it
-    assert f"started training job {name}" in step_log.out
-    assert "Spark stopped" not in step_log.err  # the test's shared session is not the step's
 
+    def jobs():
+        return {j["TrainingJobName"] for j in sm.list_training_jobs(MaxResults=100)[
+            "TrainingJobSummaries"]}  # fmt: skip
+
+    def step_for(ds, command=None):  # what Airflow renders and the cluster runs
+        cmd = args[args.index(recorded["entry"]) + 1 :]
+        cmd = [str(job_yaml) if a == "job.yaml" else ds if a == "{{ ds }}" else a for a in cmd]
+        if command:  # another command of the same step (convert takes no --no-wait)
+            cmd = [command, *(a for a in cmd[1:] if a != "--no-wait")]
+        code = main(cmd)
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        return out
+
+    before = jobs()
+    first = step_for("2026-12-01")
+    (name,) = jobs() - before
+    day1 = f"s3://{bucket}/daily/2026-12-01"
+    assert json.loads(_object(s3, f"{day1}/training/{name}.json"))["status"] == "InProgress"
+    assert f"started training job {name}" in first.out  # and did not follow it
+    assert "Spark stopped" not in first.err  # the test's shared session is not the step's
     cfg = load_config(job_yaml)
-    result = follow_run(cfg, Store(cfg.s3), run, progress=lambda s: None)
+    result = follow_run(cfg, Store(cfg.s3), day1, progress=lambda s: None)
     assert result["job_name"] == name and result["status"] == "Completed"
-    assert json.loads(_object(s3, f"{run}/training/{name}.json"))["status"] == "Completed"
 
-    assert main(command) == 2  # a retry of the step: the committed run is refused
-    assert "already holds a committed run" in capsys.readouterr().err
-    assert len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == len(before) + 1
+    step_for("2026-12-02", command="convert")  # day 2's first attempt: died after its commit
+    step_for("2026-12-02")  # the retry: the run is kept, its job created
+    again = step_for("2026-12-02")  # a retry after the job was created: found, not retrained
+    assert "kept, not converted again" in again.err and "exists for this run" in again.out
+    step_for("2026-12-03")
+    step_for("2026-11-28")  # a backfill
+    days = ["2026-11-28", "2026-12-01", "2026-12-02", "2026-12-03"]
+    runs = {d: json.loads(_object(s3, f"s3://{bucket}/daily/{d}/run.json")) for d in days}
+    assert len({r["run_id"] for r in runs.values()}) == 4  # one committed run per day
+    made = jobs() - before
+    assert len(made) == 4 and all(any(r["run_id"] in j for j in made) for r in runs.values())
+    assert all(r["config"]["output"]["path"] == f"s3://{bucket}/daily/{d}"
+               for d, r in runs.items())  # fmt: skip
+    assert _object(s3, f"s3://{bucket}/daily/README.txt") == b"the team's notes"
