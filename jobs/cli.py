@@ -514,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
         from .aws import describe_failure
 
         failure = describe_failure(exc)
+        if failure is None and isinstance(exc, OSError) and exc.strerror:
+            where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+            failure = f"{exc.strerror}{': ' + where if where else ''}"
         if failure is not None:
             print(f"error: {failure}", file=sys.stderr)
             return 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 import secrets
 import types
@@ -49,6 +50,26 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def _mapping(loader, node, deep=False):
+    """A mapping whose keys are unique: a second ``output:`` would silently replace the
+    first, so it is refused, naming both lines."""
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        key = key.text if isinstance(key, _Plain) else key
+        if key in seen:
+            raise ConfigError(
+                f"config: key {key!r} appears twice (lines {seen[key]} and "
+                f"{key_node.start_mark.line + 1}); keep one"
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _mapping)
+
 for _tag in ("bool", "int", "float"):
     _base = yaml.SafeLoader.yaml_constructors[f"tag:yaml.org,2002:{_tag}"]
 
@@ -204,7 +225,10 @@ def _set(tree: dict, dotted: str, raw: str) -> None:
             raise ConfigError(f"--set {dotted}: {k!r} is not a section")
         node = child
     try:
-        node[keys[-1]] = _yaml(raw) if raw != "" else None
+        value = _yaml(raw) if raw != "" else None
+        if isinstance(value, str) and "#" in raw and value != raw.strip():
+            value = raw.strip()  # `--set "output.path=runs/exp #3"`: no YAML comment, as typed
+        node[keys[-1]] = value
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         node[keys[-1]] = _Raw(raw, problem)  # text settings take it; others refuse it
@@ -220,6 +244,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
             raise ConfigError(f"config file {path} does not exist") from None
         except IsADirectoryError:
             raise ConfigError(f"config file {path} is a directory") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not a text (UTF-8) file") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
         except yaml.YAMLError as exc:
             where = getattr(exc, "problem_mark", None)
             line = f" (line {where.line + 1})" if where else ""
@@ -230,9 +258,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
         _set(tree, key.strip(), raw)
-    config = _build(JobConfig, tree, "")
+    config = _expand_home(_build(JobConfig, tree, ""))
     check(config)
     return config
+
+
+def _expand_home(config: JobConfig) -> JobConfig:
+    """``~/shards`` means the home folder, as in a shell, not a folder named ``~``."""
+
+    def home(path: str | None) -> str | None:
+        return os.path.expanduser(path) if path and path.startswith("~") else path
+
+    inp = dataclasses.replace(
+        config.input,
+        path=home(config.input.path),
+        paths={c: [home(p) for p in ps] if isinstance(ps, list) else home(ps)
+               for c, ps in config.input.paths.items()},
+    )  # fmt: skip
+    output = dataclasses.replace(config.output, path=home(config.output.path))
+    return dataclasses.replace(config, input=inp, output=output)
 
 
 def require_inputs(config: JobConfig) -> None:
@@ -293,6 +337,8 @@ def check(config: JobConfig) -> None:
         raise ConfigError("read.ranges_in_flight must be at least 1 (1: one GET at a time)")
     if config.read.range_mb < 1:
         raise ConfigError("read.range_mb must be at least 1")
+    if config.read.batch_rows < 1:
+        raise ConfigError("read.batch_rows must be at least 1 (rows per Arrow batch)")
     if config.spark.progress_s < 0:
         raise ConfigError("spark.progress_s must not be negative (0 turns progress lines off)")
     if config.output.seed < 0:

@@ -110,6 +110,19 @@ def test_output_cut_short_by_a_pipe_is_not_an_error():
     assert piped.stderr == "" and piped.returncode == 141
 
 
+def test_an_os_error_is_one_line_naming_the_path(tmp_path, capsys):
+    """A path the OS refuses (here: a folder under a file) is the user's to fix: one line
+    naming it, exit 2 — not "unexpected"."""
+    from jobs.cli import main
+
+    (tmp_path / "a-file").write_text("x")
+    out = tmp_path / "a-file" / "shards"
+    assert main(["sample", "--out", str(out), "--synthetic", "--rows", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Not a directory: ") and str(tmp_path / "a-file") in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_help_explains_each_command():
     out = jobs("--help").stdout
     listed = dict(re.findall(r"^    (\S+)\s{2,}(\S.*)$", out, re.MULTILINE))

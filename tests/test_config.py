@@ -234,3 +234,24 @@ def test_an_unfilled_placeholder_is_named():
     config = load_config(None, ["output.path=s3://b/runs/{day}"])
     with pytest.raises(ConfigError, match=r"unknown template \{day\}"):
         resolve_templates(config, dated(logical_date("2026-12-06")))
+
+
+def test_config_means_what_it_says(tmp_path, monkeypatch):
+    """A second section, a `#` in a --set value, `~`, a binary file, a zero batch."""
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("output:\n  path: a\ninput:\n  path: x\noutput:\n  path: b\n")
+    with pytest.raises(ConfigError, match=r"key 'output' appears twice \(lines 1 and 5\)"):
+        load_config(dup)
+    assert load_config(None, ["output.path=runs/exp #3"]).output.path == "runs/exp #3"
+    assert load_config(None, ["output.path=runs/exp # 3"]).output.path == "runs/exp # 3"
+    assert load_config(None, ["output.max_shard_mb=64 # MB"]).output.max_shard_mb == 64
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = load_config(None, ["output.path=~/shards", "input.paths.train=~/in/"])
+    assert home.output.path == str(tmp_path / "shards")
+    assert home.input.paths["train"] == [f"{tmp_path}/in/"]
+    binary = tmp_path / "conf.yaml"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00\xd0\xff")
+    with pytest.raises(ConfigError, match="is not a text"):
+        load_config(binary)
+    with pytest.raises(ConfigError, match="read.batch_rows must be at least 1"):
+        load_config(None, ["read.batch_rows=0"])
