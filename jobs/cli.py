@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args):
     from pathlib import Path
 
-    from .config import dated, load_config, logical_date, resolve_templates, submission_id
+    from .config import load_config, logical_date, resolve_run, submission_id
 
     path = args.config
     if path is None and Path(DEFAULT_CONFIG).is_file():
@@ -226,7 +226,7 @@ def _config(args):
     if args.command == "emr-step":  # fills them for the cluster (or leaves them to each run)
         args.now = when
         return config
-    resolved = resolve_templates(config, dated(when, submission_id(when)))
+    resolved = resolve_run(config, when, submission_id(when))
     if resolved.output.path != config.output.path:
         log.info("output.path %s for %s: %s", config.output.path, when.date(), resolved.output.path)
     return resolved
@@ -349,6 +349,15 @@ def _train(config, run_uri: str, args, lease=None) -> dict:
     )  # fmt: skip
 
 
+def _trained(config, run_uri: str, result: dict) -> dict:
+    """After a run's training completed: its series' "latest" and retention (series.py)."""
+    from .series import after_training
+    from .storage import Store
+
+    after_training(Store(config.s3), run_uri, result)
+    return result
+
+
 def _training_rows(result: dict) -> list[tuple[str, str]]:
     rows = [("training", f"{result.get('backend')}: {result.get('status')}")]
     if result.get("job_name"):
@@ -365,7 +374,8 @@ def _training_rows(result: dict) -> list[tuple[str, str]]:
 
 def cmd_train(args) -> int:
     config = _config(args)
-    result = _train(config, args.run or config.output.path, args)
+    run_uri = args.run or config.output.path
+    result = _trained(config, run_uri, _train(config, run_uri, args))
     print("\n" + _table(_training_rows(result)))
     return 0
 
@@ -384,7 +394,7 @@ def cmd_run(args) -> int:
         if training:
             log.info("stage 2/2: training (%s)", config.training.backend)
             result = _train(config, config.output.path, args, lease)
-            rows += _training_rows(result)
+            rows += _training_rows(_trained(config, config.output.path, result))
     print(f"\nSummary: {config.output.path}\n" + _table(rows))
     return 0
 
@@ -405,6 +415,8 @@ def cmd_attach(args) -> int:
         log.info("no committed run at %s: the result JSON is printed only", run_uri)
         run_uri = None
     result = attach(config, args.job, run_uri, store)
+    if run_uri:
+        _trained(config, run_uri, result)
     print("\n" + _table(_training_rows(result)))
     return 0
 
@@ -461,7 +473,8 @@ def cmd_emr_step(args) -> int:
         from .storage import Store
         from .training.sagemaker import follow_run
 
-        result = follow_run(sub.config, Store(config.s3), sub.config.output.path)
+        run_uri = sub.config.output.path
+        result = _trained(config, run_uri, follow_run(sub.config, Store(config.s3), run_uri))
         print("\n" + _table(_training_rows(result)))
     return 0
 

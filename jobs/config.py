@@ -325,6 +325,14 @@ def check(config: JobConfig) -> None:
     if config.output.lease_timeout_s <= 0:
         raise ConfigError("output.lease_timeout_s must be positive")
     config.select.features.chosen_by  # noqa: B018 - raises when more than one form is set
+    if config.output.keep is not None:
+        if config.output.keep < 1:
+            raise ConfigError("output.keep must be at least 1 (or null: keep every run)")
+        if not (TEMPLATE.search(config.output.path) or config.output.series):
+            raise ConfigError(
+                "output.keep applies to dated runs: give output.path a {date} (e.g. "
+                "s3://bucket/shards/{date}), one folder per run under one parent"
+            )
     if config.output.max_shard_mb < 1:
         raise ConfigError("output.max_shard_mb must be at least 1")
     if config.output.shards is not None and config.output.shards < 1:
@@ -405,6 +413,18 @@ def resolve_templates(config: JobConfig, values: dict[str, str]) -> JobConfig:
     sm = dataclasses.replace(sm, output_path=fill("training.sagemaker.output_path", sm.output_path))
     training = dataclasses.replace(config.training, sagemaker=sm)
     return dataclasses.replace(config, output=output, training=training)
+
+
+def resolve_run(config: JobConfig, when: datetime, run_id: str) -> JobConfig:
+    """The config of one run for ``when``: its paths filled in and, when output.path was a
+    template, the template (the run's series) and the logical date recorded beside it."""
+    resolved = resolve_templates(config, dated(when, run_id))
+    if resolved.output.path == config.output.path:
+        return resolved
+    output = dataclasses.replace(
+        resolved.output, series=config.output.path, logical_date=when.isoformat()
+    )
+    return dataclasses.replace(resolved, output=output)
 
 
 def dated(when: datetime, run_id: str | None = None) -> dict[str, str]:

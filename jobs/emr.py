@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from . import aws
-from .config import dated, resolve_templates, submission_id
+from .config import resolve_run, resolve_templates, submission_id
 from .errors import ConfigError, JobError
 from .storage import Location, Store, open_shard
 
@@ -99,7 +99,11 @@ def prepare(config, dist: str, now: datetime | None = None, scheduled: bool = Fa
             raise ConfigError(f"{path} does not exist (run `make package` first)")
     now = now or datetime.now(timezone.utc)
     sub_id = submission_id(now)
-    resolved = resolve_templates(config, {"run_id": sub_id} if scheduled else dated(now, sub_id))
+    resolved = (
+        resolve_templates(config, {"run_id": sub_id})
+        if scheduled
+        else resolve_run(config, now, sub_id)
+    )
     text = f"# resolved by `emr-step` for submission {sub_id}\n" + yaml.safe_dump(
         resolved.to_dict(), sort_keys=False
     )

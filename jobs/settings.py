@@ -98,6 +98,13 @@ class OutputConfig:
     seed: int = 42  # for shuffle: rows
     lease_timeout_s: float = 600.0  # a lease not renewed for this long is stale
     take_over_lease: bool = False  # --force: take over another run's lease even if fresh
+    # dated runs (output.path with {date}): after a run's training completes, only the N
+    # newest runs of the series are kept (never the one "latest" names); None: all
+    keep: int | None = None
+    # set by the tool when it fills output.path's templates: the series' template and the
+    # run's logical date (recorded in run.json; they find a run's siblings and order them)
+    series: str | None = None
+    logical_date: str | None = None
 
 
 @dataclass

@@ -15,7 +15,7 @@ import yaml
 from botocore.stub import Stubber
 from conftest import REPO
 from faultproxy import Fault
-from helpers import write_columns
+from helpers import s3_objects, write_columns
 
 from jobs.cli import main
 from jobs.config import load_config
@@ -292,7 +292,8 @@ def test_one_printed_step_serves_every_day_and_a_retry_never_trains_twice(
     run as the cluster runs it, with the date the scheduler fills in, for three days; day 2
     retried once after its commit (its first attempt died before training) and once after
     its job was created; a backfill of an earlier day. `run --no-wait` commits, creates the
-    job and ends; following it happens outside (what `emr-step --wait` does)."""
+    job and ends; following it happens outside (`attach`, as the scheduler's wait would be
+    followed by it), which moves "latest" and applies output.keep: 3."""
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
     rng = np.random.default_rng(3)
     src = write_columns(tmp_path / "in", rng.random((600, 8), dtype=np.float32),
@@ -304,7 +305,7 @@ def test_one_printed_step_serves_every_day_and_a_retry_never_trains_twice(
             "--dist", str(_dist(tmp_path))]  # fmt: skip
     argv += _sets(
         moto_server, bucket, f"input.paths={{train: 's3://{bucket}/in/'}}",
-        f"output.path=s3://{bucket}/daily/{{date}}", "output.mode=resume",
+        f"output.path=s3://{bucket}/daily/{{date}}", "output.mode=resume", "output.keep=3",
         "training.sagemaker.role_arn=arn:aws:iam::123456789012:role/SageMakerRole",
         f"training.sagemaker.endpoint_url={moto_server}", "training.sagemaker.poll_seconds=0",
         "training.hyperparameters={epochs: 2, mini_batch_size: 100}",
@@ -341,20 +342,49 @@ def test_one_printed_step_serves_every_day_and_a_retry_never_trains_twice(
     assert f"started training job {name}" in first.out  # and did not follow it
     assert "Spark stopped" not in first.err  # the test's shared session is not the step's
     cfg = load_config(job_yaml)
-    result = follow_run(cfg, Store(cfg.s3), day1, progress=lambda s: None)
+    result = follow_run(cfg, Store(cfg.s3), day1, progress=lambda s: None)  # emr-step --wait's
     assert result["job_name"] == name and result["status"] == "Completed"
+    models = {}
 
+    def follow(day):  # the scheduler's wait on the job, then attach records it
+        run = f"s3://{bucket}/daily/{day}"
+        record = [k for k in s3_objects(s3, bucket, f"daily/{day}/training/")
+                  if k.endswith(".json")]  # fmt: skip
+        job = json.loads(_object(s3, f"s3://{bucket}/{record[0]}"))["job_name"]
+        model = sm.describe_training_job(TrainingJobName=job)["ModelArtifacts"]
+        models[day] = model["S3ModelArtifacts"].removeprefix(f"s3://{bucket}/")
+        s3.put_object(Bucket=bucket, Key=models[day], Body=day.encode())  # SageMaker's; not moto's
+        assert main(["attach", job, "--run", run, "--config", str(job_yaml)]) == 0
+        capsys.readouterr()
+        return job
+
+    follow("2026-12-01")
     step_for("2026-12-02", command="convert")  # day 2's first attempt: died after its commit
     step_for("2026-12-02")  # the retry: the run is kept, its job created
     again = step_for("2026-12-02")  # a retry after the job was created: found, not retrained
     assert "kept, not converted again" in again.err and "exists for this run" in again.out
+    follow("2026-12-02")
     step_for("2026-12-03")
+    newest = follow("2026-12-03")
     step_for("2026-11-28")  # a backfill
-    days = ["2026-11-28", "2026-12-01", "2026-12-02", "2026-12-03"]
-    runs = {d: json.loads(_object(s3, f"s3://{bucket}/daily/{d}/run.json")) for d in days}
+    runs = {d: json.loads(_object(s3, f"s3://{bucket}/daily/{d}/run.json"))
+            for d in ["2026-11-28", "2026-12-01", "2026-12-02", "2026-12-03"]}  # fmt: skip
     assert len({r["run_id"] for r in runs.values()}) == 4  # one committed run per day
     made = jobs() - before
     assert len(made) == 4 and all(any(r["run_id"] in j for j in made) for r in runs.values())
     assert all(r["config"]["output"]["path"] == f"s3://{bucket}/daily/{d}"
+               and r["config"]["output"]["logical_date"].startswith(d)
                for d, r in runs.items())  # fmt: skip
+    follow("2026-11-28")
+
+    latest = json.loads(_object(s3, f"s3://{bucket}/daily/latest.json"))
+    assert latest["run"] == f"s3://{bucket}/daily/2026-12-03"  # the backfill did not move it
+    assert latest["job_name"] == newest
+    assert latest["model_artifact"] == f"s3://{bucket}/{models['2026-12-03']}"
+    left = set(s3_objects(s3, bucket, "daily/"))
+    # output.keep: 3 by logical date: the backfill is older than the 3 newest, so it goes
+    # (with its model) once trained; every kept run and its model stays
+    assert not [k for k in left if k.startswith("daily/2026-11-28/")]
+    for d in ["2026-12-01", "2026-12-02", "2026-12-03"]:
+        assert f"daily/{d}/run.json" in left and models[d] in left
     assert _object(s3, f"s3://{bucket}/daily/README.txt") == b"the team's notes"

@@ -34,6 +34,7 @@ RANKS = {
     "task": 5,
     "inspection": 5,
     "training": 5,
+    "series": 5,
     "session": 6,
     "handoff": 6,
     "spark_job": 7,
