@@ -68,7 +68,18 @@ log = logging.getLogger(__name__)
 SAMPLE_ROWS = 10_000
 SAMPLE_BYTES = 8 << 20  # the Spark path ships its sample to the driver
 PROBE_ROWS = 16  # the Spark path: rows that give a vector's or an array's size
-KILLED_ATTEMPT_GRACE_S = 3.0  # spark.python.task.killTimeout (2 s) and a margin
+KILL_MARGIN_S = 1.0  # beyond spark.python.task.killTimeout, for a killed worker to be gone
+_TIME_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "": 0.001}
+
+
+def killed_attempt_grace(spark) -> float:
+    """How long an attempt Spark cancelled may still write: its Python worker gets
+    spark.python.task.killTimeout (Spark's default 2s; a bare number is milliseconds, as
+    Spark reads it) to stop, and a margin."""
+    raw = str(spark.conf.get("spark.python.task.killTimeout", "2s")).strip().lower()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s|min|m|h|)", raw)
+    timeout = float(m.group(1)) * _TIME_UNITS[m.group(2)] if m else 2.0
+    return timeout + KILL_MARGIN_S
 
 
 def convert(
@@ -294,7 +305,7 @@ class Conversion:
             try:
                 self.layout.discard(self.store)
                 if after_spark_job:
-                    time.sleep(KILLED_ATTEMPT_GRACE_S)
+                    time.sleep(killed_attempt_grace(self.spark))
                     self.layout.discard(self.store)
             except Exception as exc:  # the cause stays the error; this is said beside it
                 log.error(
@@ -311,7 +322,7 @@ class Conversion:
     def _after_commit(self, meta: RunMetadata) -> None:
         self.layout.remove_replaced(self.store, self.replaced)
         if self.spark.conf.get("spark.speculation", "false") == "true":
-            time.sleep(KILLED_ATTEMPT_GRACE_S)  # speculative attempts that lost may still write
+            time.sleep(killed_attempt_grace(self.spark))  # losing speculative attempts may write
             self.store.abort_pending(self.layout.shards, owned=self.layout.owns)
         for channel, info in meta.channels.items():
             log.info(

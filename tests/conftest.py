@@ -98,6 +98,9 @@ def spark():
             master="local[2,4]",
             conf={
                 "spark.sql.shuffle.partitions": "4",
+                # a cancelled attempt's worker is killed sooner than Spark's 2s, and the
+                # conversion's wait for such attempts (killed_attempt_grace) follows it
+                "spark.python.task.killTimeout": "500ms",
                 "spark.default.parallelism": "2",
                 "spark.jars": jars,
             },

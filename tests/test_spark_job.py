@@ -590,3 +590,18 @@ def test_the_sessions_own_ansi_default_decides_on_both_paths(spark, tmp_path):
     else:
         # 1000 wraps to -24 as a TINYINT: three rows kept, on either path
         assert outcomes == {"direct": ("direct", 3), "auto": ("direct", 3), "spark": ("spark", 3)}
+
+
+@pytest.mark.spark
+def test_the_grace_for_killed_attempts_reads_spark_s_kill_timeout_as_spark_does(spark):
+    """The conversion waits for attempts Spark cancelled as long as their workers may live:
+    spark.python.task.killTimeout, read with Spark's own time parser as the oracle."""
+    from types import SimpleNamespace
+
+    from jobs.spark_job import KILL_MARGIN_S, killed_attempt_grace
+
+    parse = spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.timeStringAsMs
+    for value in ("2s", "500ms", "1500", "1min", "3s"):
+        fake = SimpleNamespace(conf=SimpleNamespace(get=lambda key, default, v=value: v))
+        assert killed_attempt_grace(fake) == pytest.approx(parse(value) / 1000 + KILL_MARGIN_S)
+    assert killed_attempt_grace(spark) == pytest.approx(0.5 + KILL_MARGIN_S)  # conftest's
