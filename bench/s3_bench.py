@@ -161,7 +161,7 @@ DECODING = 2.5
 
 
 def _task_budget_mb(data: Path, sets: dict) -> float:
-    """The README's memory budget of one task (MB), for these files and settings: upload,
+    """docs/design.md's memory budget of one task (MB), for these files and settings: upload,
     (parts_in_flight + 1) x part size; reads, the largest row group as fetched and as
     decompressed, ranges_in_flight x range_mb of GET responses, the task's batch, read_ahead - 1
     ready and one being decoded (DECODING x its size); encoding, a batch's features matrix and
@@ -377,7 +377,7 @@ def run() -> list[tuple[str, float]]:
         "one run each): the worker at the task's start (Python and the imported libraries), "
         "its peak (the kernel's VmHWM), the difference (run.json's task_memory_mb: the S3 "
         "clients the task creates, its buffers, and what the allocators keep of what it freed) "
-        "and the README's budget for the settings and these files' row groups",
+        "and docs/design.md's budget for the settings and these files' row groups",
         ["writer", "worker at start", "peak", "task memory", "budget", "task / budget"],
         memory_rows,
     )
