@@ -223,8 +223,8 @@ def _config(args):
         overrides.append("output.take_over_lease=true")
     config = load_config(path, overrides)
     when = logical_date(args.logical_date)
-    if args.command == "emr-step":  # fills them for the cluster (or leaves them to each run)
-        args.now = when
+    args.now = when
+    if args.command in ("emr-step", "iam-policy"):  # the cluster's to fill; a policy's `*`
         return config
     resolved = resolve_run(config, when, submission_id(when))
     if resolved.output.path != config.output.path:

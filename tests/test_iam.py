@@ -169,6 +169,16 @@ def test_aws_own_rules_find_nothing_above_low(which):
     assert findings == []
 
 
+def test_the_printed_policies_cover_every_day_of_a_dated_output(capsys):
+    """`iam-policy` for a schedule's config: {date} is every day (`*`), never today's."""
+    out = "s3://out-bkt/shards/{date}"
+    conf = str(REPO / "conf" / "emr.yaml")
+    assert main(["iam-policy", "--config", conf, "--set", f"output.path={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "arn:aws:s3:::out-bkt/shards/*" in printed
+    assert re.search(r"shards/\d{4}-\d{2}-\d{2}", printed) is None
+
+
 def test_the_execution_role_covers_the_training_jobs_own_options():
     docs = policies(_full_config())
     execution, trust = docs["sagemaker_execution_role"], docs["sagemaker_execution_role_trust"]
