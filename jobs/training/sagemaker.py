@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 from .. import aws
 from ..errors import TrainingError
-from ..runinfo import RunLayout
+from ..runinfo import RunLayout, load_run
 from ..storage import Location, Store
 from .hyperparameters import for_config, for_run, to_wire
 
@@ -480,8 +480,6 @@ def follow_run(config, store: Store, run_uri: str, progress=print) -> dict:
 def run_job(config, store: Store, run_uri: str) -> str:
     """The name of the job ``train`` starts (or finds) for the committed run at ``run_uri``
     with this config: how a step that did not follow its job is followed from outside."""
-    from ..runinfo import load_run
-
     _, meta = load_run(run_uri, store)
     request = build_request(config, run_uri, meta, "placeholder")
     return run_job_name(config.training.sagemaker.job_name_prefix, meta.run_id, request)
