@@ -266,15 +266,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
 def _expand_home(config: JobConfig) -> JobConfig:
     """``~/shards`` means the home folder, as in a shell, not a folder named ``~``."""
 
-    def home(path: str | None) -> str | None:
-        return os.path.expanduser(path) if path and path.startswith("~") else path
+    def home(paths):  # a path, or a list of them
+        if isinstance(paths, list):
+            return [home(p) for p in paths]
+        return os.path.expanduser(paths) if paths and paths.startswith("~") else paths
 
     inp = dataclasses.replace(
         config.input,
         path=home(config.input.path),
-        paths={c: [home(p) for p in ps] if isinstance(ps, list) else home(ps)
-               for c, ps in config.input.paths.items()},
-    )  # fmt: skip
+        paths={c: home(ps) for c, ps in config.input.paths.items()},
+    )
     output = dataclasses.replace(config.output, path=home(config.output.path))
     return dataclasses.replace(config, input=inp, output=output)
 

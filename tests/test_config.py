@@ -246,9 +246,13 @@ def test_config_means_what_it_says(tmp_path, monkeypatch):
     assert load_config(None, ["output.path=runs/exp # 3"]).output.path == "runs/exp # 3"
     assert load_config(None, ["output.max_shard_mb=64 # MB"]).output.max_shard_mb == 64
     monkeypatch.setenv("HOME", str(tmp_path))
-    home = load_config(None, ["output.path=~/shards", "input.paths.train=~/in/"])
+    home = load_config(None, ["output.path=~/shards", "input.paths.train=~/in/",
+                              "input.paths.test=[~/t1, ~/t2]"])  # fmt: skip
     assert home.output.path == str(tmp_path / "shards")
     assert home.input.paths["train"] == [f"{tmp_path}/in/"]
+    assert home.input.paths["test"] == [f"{tmp_path}/t1", f"{tmp_path}/t2"]
+    split = load_config(None, ["input.path=[~/a, ~/b]", "input.split={train: 1.0}"])
+    assert split.input.path == [f"{tmp_path}/a", f"{tmp_path}/b"]
     binary = tmp_path / "conf.yaml"
     binary.write_bytes(b"\x7fELF\x02\x01\x01\x00\xd0\xff")
     with pytest.raises(ConfigError, match="is not a text"):
