@@ -49,7 +49,7 @@ node-python:
 
 test: setup
 	$(PY) -m ruff check jobs tests bench
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # The second target: every Spark-facing test on pyspark 4.0.2 (emr-spark-8.0.0's Spark, ANSI SQL
 # on by default), in its own venv with the same pins otherwise. What cannot run there is skipped
