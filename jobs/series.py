@@ -84,7 +84,7 @@ def update_latest(store, series, run_uri, run_id, output, result) -> str:
     Returns the run "latest" names afterwards."""
     loc = parent(series).join(LATEST)
     mine = {
-        "format": FORMAT, "run": run_uri, "run_id": run_id,
+        "format": FORMAT, "run": Location.parse(run_uri).uri, "run_id": run_id,
         "logical_date": output.get("logical_date"), "job_name": result.get("job_name"),
         "model_artifact": result.get("model_artifact"), "metrics": result.get("metrics", {}),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -108,8 +108,8 @@ def update_latest(store, series, run_uri, run_id, output, result) -> str:
             continue  # another run moved it meanwhile: look again
     else:
         raise StorageError(f"{loc.uri} keeps changing; this run's training is recorded")
-    log.info("latest: %s (%s)", run_uri, mine["model_artifact"])
-    return run_uri
+    log.info("latest: %s (%s)", mine["run"], mine["model_artifact"])
+    return mine["run"]
 
 
 def apply_keep(store: Store, series: str, keep: int, latest: str) -> list[str]:
@@ -120,7 +120,7 @@ def apply_keep(store: Store, series: str, keep: int, latest: str) -> list[str]:
                      reverse=True)  # fmt: skip
     removed = []
     for root, _ in ordered[keep:]:
-        if root.uri.rstrip("/") == latest.rstrip("/"):
+        if root.uri.rstrip("/") == Location.parse(latest).uri.rstrip("/"):  # one spelling
             continue
         survey = RunLayout(root).survey(store)
         if survey.foreign or any(o.kind == "lease" for o in survey.ours):
