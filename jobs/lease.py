@@ -201,7 +201,7 @@ class Lease:
 
     def _lost_message(self) -> str:
         got = self.store.read_versioned(self.loc)
-        by = ""
+        by = " (by a run that has already released it)"
         if got is not None:
             try:
                 by = f" by {Holder.parse(got[0], self.loc).describe(time.time())}"

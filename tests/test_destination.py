@@ -308,6 +308,9 @@ def test_a_run_whose_lease_is_taken_over_stops_and_removes_only_its_own_files(
     assert writing(), "the first run never started writing"
     holder = json.loads(s3.get_object(Bucket=bucket, Key="contested/_lease.json")["Body"].read())
     proxy.reset()
+    # the second run keeps the lease until the first has exited, so the first can name it
+    proxy.add(Fault("DeleteObject", "call", key="contested/_lease.json", forward=True,
+                    call=lambda _: first.wait(timeout=120)))  # fmt: skip
     second = convert(config(**settings | {"output.mode": "overwrite",
                                           "output.take_over_lease": "true"}), spark)  # fmt: skip
     text, _ = first.communicate(timeout=300)
