@@ -7,6 +7,15 @@ spark-submit --files jobs.pex,job.yaml --conf spark.pyspark.python=./jobs.pex ..
 import sys
 
 from jobs.cli import main
+from jobs.session import register_with_yarn
+
+
+def run() -> int:
+    code = main()
+    if code == 0:
+        register_with_yarn()  # else YARN fails a step that did its work without Spark
+    return code
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

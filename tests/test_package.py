@@ -125,7 +125,13 @@ for run in 1 2; do
 done
 wait "$step1" || { cat "$W/run-1.log"; exit 101; }
 wait "$step2" || { cat "$W/run-2.log"; exit 102; }
-cat "$W/run-1.log" "$W/run-2.log"
+# a retry of step 2, committed already, as YARN's application master runs the driver there
+SPARK_YARN_STAGING_DIR="$W/staging" "$SPARK_HOME/bin/spark-submit" \
+  --master "spark://127.0.0.1:$PORT" --files "$DIST/jobs.pex" \
+  --conf spark.pyspark.python=./jobs.pex --conf "spark.pyspark.driver.python=$DIST/jobs.pex" \
+  --conf spark.cores.max=1 "$DIST/main.py" $(cat "$W/args-3") > "$W/run-3.log" 2>&1 \
+  || { cat "$W/run-3.log"; exit 103; }
+cat "$W/run-1.log" "$W/run-2.log" "$W/run-3.log"
 """
 
 
@@ -163,6 +169,9 @@ def test_spark_submit_runs_the_pex_on_another_python_with_the_build_hidden(
     )
     (w / "args-1").write_text(f"convert --config {w / 'spark.yaml'}")
     (w / "args-2").write_text(f"run --config {w / 'direct.yaml'} --no-wait")  # as emr-step
+    (w / "args-3").write_text(  # its retry
+        f"run --config {w / 'direct.yaml'} --no-wait --set output.mode=resume"
+    )
     pyenv = Path(str(BUILD_PYTHON).split("/versions/")[0])  # …/.pyenv
     env = {
         "W": str(w), "DIST": str(dist), "PYSPARK_DIR": str(Path(pyspark.__file__).parent),
@@ -190,11 +199,18 @@ def test_spark_submit_runs_the_pex_on_another_python_with_the_build_hidden(
         assert meta["pythons"]["driver"].split()[0] == NODE_PYTHON, meta["pythons"]
         assert {p.split()[0] for p in meta["pythons"]["tasks"]} == {NODE_PYTHON}, meta["pythons"]
         assert meta["pythons"]["tasks"][0].split()[1] != sys.version.split()[0]
-    # the step ended once its training job was created (the cluster route: --no-wait)
+    # the step ended once its training job was created (the cluster route: --no-wait); its
+    # retry found that job (one record: one job) and followed it no more than the step did
     (record,) = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out-direct/training/")
                  ["Contents"]]  # fmt: skip
-    assert json.loads(s3.get_object(Bucket=bucket, Key=record)["Body"].read())["status"] == (
-        "InProgress")  # fmt: skip
+    step2 = (w / "run-2.log").read_text()
+    assert "started training job" in step2 and "sagemaker: InProgress" in step2, step2
+    # the retry kept the committed run and found its job; with nothing for Spark to do, it
+    # still started a SparkContext, without which YARN fails a cluster-mode application
+    retry = (w / "run-3.log").read_text()
+    assert "kept, not converted again" in retry and "exists for this run" in retry, retry
+    assert "SparkContext: Running Spark version" in retry, retry
+    assert "no Spark work was needed" in retry, retry
     # every container of the node used the node's one unpacked copy, none its own
     assert (w / "node-pex" / "installed_wheels").is_dir()
     assert not list((w / "worker").rglob("installed_wheels")), "a container unpacked its own"
