@@ -73,6 +73,24 @@ def _train_args(p: argparse.ArgumentParser, run: bool = True) -> None:
     )
 
 
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _train_args(p, run=False)
+    p.add_argument(
+        "--handoff", metavar="URI", help="when done, write the run's location and its "
+        "training job's name there as JSON (what a `schedule` state machine reads)",
+    )  # fmt: skip
+
+
+def _schedule_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster-id", required=True, metavar="J-XXXX", help="the EMR cluster")
+    p.add_argument("--dist", default="dist", help="where `make package` put the artifacts")
+    p.add_argument(
+        "--eventbridge", action="store_true",
+        help="print the EventBridge Scheduler CreateSchedule request that starts the state "
+        "machine every day (schedule.expression) instead of the state machine",
+    )  # fmt: skip
+
+
 def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="SHARD|DIR|S3_PREFIX|MANIFEST|RUN")
     p.add_argument("--head", type=int, default=3, help="rows to show (default 3)")
@@ -136,7 +154,7 @@ _PARSERS = [
         "run",
         "convert, then train, then print a summary",
         "The whole pipeline: the Spark conversion, then training on its run.",
-        lambda p: _train_args(p, run=False),
+        lambda p: _run_args(p),
         True,
     ),
     (
@@ -185,6 +203,18 @@ _PARSERS = [
         _emr_args,
         True,
     ),
+    (
+        "schedule",
+        "print a Step Functions state machine that runs the job every day",
+        "Upload the artifacts as `emr-step --print` does and print the state machine (Amazon "
+        "States Language): the conversion as a step on the cluster, the SageMaker training "
+        'followed by Step Functions (not the cluster), then the result, "latest" and '
+        "output.keep recorded by a short step. Each execution's input may name its "
+        "logical_date (a backfill); else its start time is used. --eventbridge prints the "
+        "schedule that starts it daily.",
+        _schedule_args,
+        True,
+    ),
 ]
 
 
@@ -224,7 +254,7 @@ def _config(args):
     config = load_config(path, overrides)
     when = logical_date(args.logical_date)
     args.now = when
-    if args.command in ("emr-step", "iam-policy"):  # the cluster's to fill; a policy's `*`
+    if args.command in ("emr-step", "iam-policy", "schedule"):  # the cluster's; a policy's `*`
         return config
     resolved = resolve_run(config, when, submission_id(when))
     if resolved.output.path != config.output.path:
@@ -395,7 +425,40 @@ def cmd_run(args) -> int:
             log.info("stage 2/2: training (%s)", config.training.backend)
             result = _train(config, config.output.path, args, lease)
             rows += _training_rows(_trained(config, config.output.path, result))
+            if args.handoff:
+                _handoff(config, args.handoff, result)
     print(f"\nSummary: {config.output.path}\n" + _table(rows))
+    return 0
+
+
+def _handoff(config, uri: str, result: dict) -> None:
+    """The run and its training job, for whoever follows the job outside (a state machine)."""
+    from .storage import Location, Store
+
+    record = {
+        "run": config.output.path,
+        "job_name": result.get("job_name"),
+        "status": result.get("status"),
+        "logical_date": config.output.logical_date,
+    }
+    Store(config.s3).put_json(Location.parse(uri), record)
+    log.info("handoff: %s", uri)
+
+
+def cmd_schedule(args) -> int:
+    from . import emr, schedule
+    from .storage import Store
+
+    config = _config(args)
+    schedule.check(config, args.cluster_id)
+    _check_training(config)
+    if args.eventbridge:
+        print(json.dumps(schedule.eventbridge_schedule(config, args.cluster_id), indent=2))
+        return 0
+    sub = emr.prepare(config, args.dist, scheduled=True)
+    emr.upload(sub, Store(config.s3))
+    print(json.dumps(schedule.state_machine(config, sub, args.cluster_id), indent=2))
+    print(json.dumps(emr.describe(sub)), file=sys.stderr)
     return 0
 
 
@@ -490,6 +553,7 @@ COMMANDS = {
     "stop": cmd_stop,
     "iam-policy": cmd_iam_policy,
     "emr-step": cmd_emr_step,
+    "schedule": cmd_schedule,
 }
 
 

@@ -125,12 +125,13 @@ def follows_outside(config) -> bool:
     return config.emr.command == "run" and config.training.backend == "sagemaker"
 
 
-def step_definition(config, sub: Submission, scheduler: str | None = None) -> dict:
-    """The AddJobFlowSteps step: command-runner.jar running spark-submit on the artifacts;
-    for a ``scheduler``, with its placeholder for the logical date."""
+def step_args(config, sub: Submission, command: list[str] | None = None) -> list[str]:
+    """command-runner.jar's arguments: spark-submit of the artifacts running ``command`` (by
+    default emr.command, with --no-wait when the training is followed outside)."""
     emr = config.emr
-    placeholder = SCHEDULERS[scheduler] if scheduler else None
-    args = [
+    if command is None:
+        command = [emr.command, *(["--no-wait"] if follows_outside(config) else [])]
+    return [
         "spark-submit",
         "--deploy-mode", "cluster",
         "--files", f"{sub.uri('pex')},{sub.uri('config')}",
@@ -141,20 +142,26 @@ def step_definition(config, sub: Submission, scheduler: str | None = None) -> di
         "--conf", "spark.yarn.maxAppAttempts=1",
         *emr.spark_submit_args,
         sub.uri("entry"),
-        emr.command, "--config", CONFIG,
-        *(["--no-wait"] if follows_outside(config) else []),
-        *(["--logical-date"] if placeholder else []),
+        command[0], "--config", CONFIG, *command[1:],
     ]  # fmt: skip
+
+
+def step_definition(config, sub: Submission, scheduler: str | None = None) -> dict:
+    """The AddJobFlowSteps step: command-runner.jar running spark-submit on the artifacts;
+    for a ``scheduler``, with its placeholder for the logical date."""
+    emr = config.emr
+    placeholder = SCHEDULERS[scheduler] if scheduler else None
+    args = [*step_args(config, sub), *(["--logical-date"] if placeholder else [])]
     jar = {"Jar": "command-runner.jar", "Args": [*args, *([placeholder] if placeholder else [])]}
     if scheduler == "stepfunctions":  # a context path inside a list: only an intrinsic can
         jar = {
             "Jar": "command-runner.jar",
-            "Args.$": f"States.Array({', '.join(map(_asl_string, args))}, {placeholder})",
+            "Args.$": f"States.Array({', '.join(map(asl_string, args))}, {placeholder})",
         }
     return {"Name": emr.step_name, "ActionOnFailure": emr.action_on_failure, "HadoopJarStep": jar}
 
 
-def _asl_string(text: str) -> str:
+def asl_string(text: str) -> str:
     """A string literal of Amazon States Language's intrinsic functions: ' { } \\ escaped."""
     return "'" + re.sub(r"(['{}\\])", r"\\\1", text) + "'"
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import re
 
+from .errors import ConfigError
 from .runinfo import METADATA
+from .series import HANDOFF, parent
 from .storage import Location
 
 # What each AWS call the code makes needs (botocore service:operation → IAM actions). Calls
@@ -292,7 +294,45 @@ def policies(config) -> dict[str, dict]:
     if sagemaker:
         out["sagemaker_execution_role"] = _doc(execution)
         out["sagemaker_execution_role_trust"] = _trust(config, region, prefix)
+    if config.schedule.role_arn and sagemaker and output:
+        out |= _schedule(config, emr_region, region, jobs)
     return out
+
+
+def _schedule(config, emr_region: str, region: str, jobs: str) -> dict[str, dict]:
+    """`schedule`'s two roles: the state machine's (its addStep.sync tasks as Step Functions'
+    EMR integration documents them, the handoff, the training job) and EventBridge
+    Scheduler's (start that state machine), each trusted by its service for this account."""
+    machine = state_machine_arn(config)
+    account = machine.split(":")[4]
+    handoffs = [f"{arn}/*" for arn in _folders([parent(config.output.path).join(HANDOFF).uri])]
+    schedule = f"arn:aws:scheduler:{emr_region}:{account}:schedule/default/{config.schedule.name}"
+    machine_role = [
+        {"Sid": "ClusterSteps", "Effect": "Allow",
+         "Action": ["elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:DescribeStep",
+                    "elasticmapreduce:CancelSteps"],
+         "Resource": f"arn:aws:elasticmapreduce:{emr_region}:{account}:cluster/*"},
+        {"Sid": "ReadHandoff", "Effect": "Allow", "Action": "s3:GetObject", "Resource": handoffs},
+        {"Sid": "FollowTraining", "Effect": "Allow", "Action": "sagemaker:DescribeTrainingJob",
+         "Resource": jobs},
+        *_kms(config, region),
+    ]  # fmt: skip
+    return {
+        "state_machine": _doc(machine_role),
+        "state_machine_trust": _service_trust("states", account, machine),
+        "scheduler": _doc([{"Sid": "StartTheStateMachine", "Effect": "Allow",
+                            "Action": "states:StartExecution", "Resource": machine}]),
+        "scheduler_trust": _service_trust("scheduler", account, schedule),
+    }  # fmt: skip
+
+
+def _service_trust(service: str, account: str, source: str) -> dict:
+    return _doc([{
+        "Effect": "Allow", "Principal": {"Service": f"{service}.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"aws:SourceAccount": account},
+                      "ArnLike": {"aws:SourceArn": source}},
+    }])  # fmt: skip
 
 
 def _folders(uris) -> list[str]:
@@ -302,3 +342,24 @@ def _folders(uris) -> list[str]:
         bucket, key = _prefix_pattern(uri)
         out.append(f"arn:aws:s3:::{bucket}" + (f"/{key}" if key else ""))
     return out
+
+
+def state_machine_arn(config) -> str:
+    region, account = _where(config)
+    return f"arn:aws:states:{region}:{account}:stateMachine:{config.schedule.name}"
+
+
+def _where(config) -> tuple[str, str]:
+    """(region, account) of the state machine: the cluster's region (an addStep task calls EMR
+    in its own region) and the account of the roles."""
+    region = config.emr.region or config.s3.region or config.training.sagemaker.region
+    roles = (config.schedule.role_arn, config.schedule.scheduler_role_arn,
+             config.training.sagemaker.role_arn)  # fmt: skip
+    found = [re.match(r"arn:aws[a-z-]*:iam::(\d{12}):role/", r or "") for r in roles]
+    account = next((m.group(1) for m in found if m), None)
+    if not region or not account:
+        raise ConfigError(
+            "schedule needs the cluster's region (emr.region) and the account (from "
+            "schedule.role_arn or training.sagemaker.role_arn)"
+        )
+    return region, account

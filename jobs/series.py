@@ -25,6 +25,8 @@ from .storage import AlreadyExists, ConditionFailed, Location, Store
 log = logging.getLogger(__name__)
 
 LATEST = "latest.json"
+# each scheduled execution's handoff (`schedule`: its run and training job), under the parent
+HANDOFF = "_schedule"
 FORMAT = "sagemaker-shards-latest/1"
 _FILLS = {"date": r"\d{4}-\d{2}-\d{2}", "time": r"\d{6}", "run_id": r"\d{8}T\d{6}Z-[0-9a-f]{8}"}
 

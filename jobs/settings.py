@@ -194,6 +194,19 @@ class EmrConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """`schedule`: the Step Functions state machine that runs the job daily, and the
+    EventBridge Scheduler schedule that starts it (`--eventbridge`)."""
+
+    name: str = "sagemaker-shards"  # the state machine's and the schedule's name
+    expression: str = "cron(0 3 * * ? *)"  # EventBridge Scheduler: every day at 03:00
+    timezone: str = "UTC"
+    role_arn: str | None = None  # the state machine's role (iam-policy: state_machine)
+    scheduler_role_arn: str | None = None  # the role EventBridge Scheduler starts it as
+    convert_retries: int = 1  # the conversion step again after a failure (idempotent)
+
+
+@dataclass
 class JobConfig:
     input: InputConfig = field(default_factory=InputConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
@@ -203,6 +216,7 @@ class JobConfig:
     spark: SparkConfig = field(default_factory=SparkConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     emr: EmrConfig = field(default_factory=EmrConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def channels(self) -> dict[str, list[str]]:
         """Channel → input paths; a split input maps every channel to the same paths."""

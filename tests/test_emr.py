@@ -329,6 +329,8 @@ def test_one_printed_step_serves_every_day_and_a_retry_never_trains_twice(
         cmd = [str(job_yaml) if a == "job.yaml" else ds if a == "{{ ds }}" else a for a in cmd]
         if command:  # another command of the same step (convert takes no --no-wait)
             cmd = [command, *(a for a in cmd[1:] if a != "--no-wait")]
+        else:  # as `schedule`'s state machine runs it: it reads the job from the handoff
+            cmd += ["--handoff", f"s3://{bucket}/daily/_schedule/{ds}.json"]
         code = main(cmd)
         out = capsys.readouterr()
         assert code == 0, out.err
@@ -346,11 +348,13 @@ def test_one_printed_step_serves_every_day_and_a_retry_never_trains_twice(
     assert result["job_name"] == name and result["status"] == "Completed"
     models = {}
 
-    def follow(day):  # the scheduler's wait on the job, then attach records it
+    def follow(day):  # the scheduler's wait on the job (named by the handoff), then attach
         run = f"s3://{bucket}/daily/{day}"
-        record = [k for k in s3_objects(s3, bucket, f"daily/{day}/training/")
-                  if k.endswith(".json")]  # fmt: skip
-        job = json.loads(_object(s3, f"s3://{bucket}/{record[0]}"))["job_name"]
+        handoff = json.loads(_object(s3, f"s3://{bucket}/daily/_schedule/{day}.json"))
+        assert handoff["run"] == run and handoff["logical_date"].startswith(day)
+        job = handoff["job_name"]
+        assert job in {k.rsplit("/", 1)[-1].removesuffix(".json")
+                       for k in s3_objects(s3, bucket, f"daily/{day}/training/")}  # fmt: skip
         model = sm.describe_training_job(TrainingJobName=job)["ModelArtifacts"]
         models[day] = model["S3ModelArtifacts"].removeprefix(f"s3://{bucket}/")
         s3.put_object(Bucket=bucket, Key=models[day], Body=day.encode())  # SageMaker's; not moto's
@@ -388,3 +392,4 @@ def test_one_printed_step_serves_every_day_and_a_retry_never_trains_twice(
     for d in ["2026-12-01", "2026-12-02", "2026-12-03"]:
         assert f"daily/{d}/run.json" in left and models[d] in left
     assert _object(s3, f"s3://{bucket}/daily/README.txt") == b"the team's notes"
+    assert {f"daily/_schedule/{d}.json" for d in runs} <= left  # no run's: retention keeps them

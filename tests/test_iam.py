@@ -136,6 +136,8 @@ def _full_config():
         "training.sagemaker.output_path": "s3://model-bkt/models/{date}",
         "emr.region": "eu-west-1",
         "emr.log_uri": "s3n://aws-logs-123456789012-eu-west-1/elasticmapreduce/",
+        "schedule.role_arn": "arn:aws:iam::123456789012:role/StatesRole",
+        "schedule.scheduler_role_arn": "arn:aws:iam::123456789012:role/SchedulerRole",
     })  # fmt: skip
 
 

@@ -40,9 +40,10 @@ RANKS = {
     "spark_job": 7,
     "emr": 7,
     "iam": 7,
-    "cli": 8,
-    "entry": 9,
-    "__main__": 9,
+    "schedule": 8,
+    "cli": 9,
+    "entry": 10,
+    "__main__": 10,
     "__init__": -1,  # the package itself: only its version string
 }
 SPARK_ROOMS = {"spark_job", "session", "handoff"}
