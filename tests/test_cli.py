@@ -137,6 +137,7 @@ def test_help_explains_each_command():
         "stop",
         "emr-step",
         "iam-policy",
+        "schedule",
     }
     assert all(len(text) > 20 for text in listed.values())  # each with a sentence
     assert "--set KEY.PATH=VALUE" in jobs("convert", "--help").stdout
