@@ -70,17 +70,31 @@ def _array(parts: list[str]) -> str:
     return f"States.Array({', '.join(parts)})"
 
 
-def _step(config, sub: Submission, name: str, command: list[str], dynamic: list[str]) -> dict:
-    """An addStep.sync step: the spark-submit of ``emr-step`` with ``command``'s literal
-    arguments, then ``dynamic`` ones (paths and intrinsics the execution fills in)."""
+def _cluster_task(
+    config, sub: Submission, cluster_id: str, name: str, command: list[str],
+    dynamic: list[str], retries: int, **then,
+) -> dict:  # fmt: skip
+    """An addStep.sync task: the spark-submit of ``emr-step`` with ``command``'s literal
+    arguments, then ``dynamic`` ones (paths and intrinsics the execution fills in); its
+    result (the step's description) is dropped, and a failed step is tried ``retries`` more
+    times (every step of ours is idempotent by the run)."""
     literal = step_args(config, sub, command)
-    return {
+    step = {
         "Name.$": _format(f"{config.emr.step_name} {name} ", "", "$.logical_date"),
         "ActionOnFailure": config.emr.action_on_failure,
         "HadoopJarStep": {
             "Jar": "command-runner.jar",
             "Args.$": _array([*map(asl_string, literal), *dynamic]),
         },
+    }
+    retry = {"Retry": [CONVERT_RETRY | {"MaxAttempts": retries}]} if retries > 0 else {}
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::elasticmapreduce:addStep.sync",
+        "Parameters": {"ClusterId": cluster_id, "Step": step},
+        "ResultPath": None,
+        **retry,
+        **then,
     }
 
 
@@ -94,9 +108,6 @@ def state_machine(config, sub: Submission, cluster_id: str) -> dict:
     handoff_uri = _format(f"s3://{base.bucket}/{folder}", ".json", "$$.Execution.Name")
     owner = {"ExpectedBucketOwner": config.s3.expected_bucket_owner} if (
         config.s3.expected_bucket_owner) else {}  # fmt: skip
-    add_step = "arn:aws:states:::elasticmapreduce:addStep.sync"
-    retries = max(0, config.schedule.convert_retries)
-    convert_retry = {"Retry": [CONVERT_RETRY | {"MaxAttempts": retries}]} if retries else {}
     return {
         "Comment": f"{config.emr.step_name}: convert on EMR cluster {cluster_id}, train on "
         "SageMaker, record the result (python -m jobs schedule)",
@@ -112,23 +123,16 @@ def state_machine(config, sub: Submission, cluster_id: str) -> dict:
                 "Parameters": {"logical_date.$": "$$.Execution.StartTime"},
                 "Next": "Convert",
             },
-            "Convert": {
-                "Type": "Task",
-                "Resource": add_step,
-                "Parameters": {
-                    "ClusterId": cluster_id,
-                    "Step": _step(
-                        config,
-                        sub,
-                        "convert",
-                        ["run", "--no-wait"],
-                        ["'--logical-date'", "$.logical_date", "'--handoff'", handoff_uri],
-                    ),
-                },
-                "ResultPath": None,
-                **convert_retry,
-                "Next": "Job",
-            },
+            "Convert": _cluster_task(
+                config,
+                sub,
+                cluster_id,
+                "convert",
+                ["run", "--no-wait"],
+                ["'--logical-date'", "$.logical_date", "'--handoff'", handoff_uri],
+                config.schedule.convert_retries,
+                Next="Job",
+            ),  # fmt: skip
             "Job": {
                 "Type": "Task",
                 "Resource": "arn:aws:states:::aws-sdk:s3:getObject",
@@ -166,29 +170,22 @@ def state_machine(config, sub: Submission, cluster_id: str) -> dict:
                 "Default": "Failed",
             },
             "Wait": {"Type": "Wait", "Seconds": max(60, int(sm.poll_seconds)), "Next": "Poll"},
-            "Record": {
-                "Type": "Task",
-                "Resource": add_step,
-                "Parameters": {
-                    "ClusterId": cluster_id,
-                    "Step": _step(
-                        config,
-                        sub,
-                        "record",
-                        ["attach"],
-                        [
-                            "$.job.handoff.job_name",
-                            "'--run'",
-                            "$.job.handoff.run",
-                            "'--logical-date'",
-                            "$.logical_date",
-                        ],
-                    ),
-                },
-                "ResultPath": None,
-                "Retry": [CONVERT_RETRY | {"MaxAttempts": 2}],
-                "End": True,
-            },
+            "Record": _cluster_task(
+                config,
+                sub,
+                cluster_id,
+                "record",
+                ["attach"],
+                [
+                    "$.job.handoff.job_name",
+                    "'--run'",
+                    "$.job.handoff.run",
+                    "'--logical-date'",
+                    "$.logical_date",
+                ],
+                2,
+                End=True,
+            ),  # fmt: skip
             "Failed": {
                 "Type": "Fail",
                 "Error": "TrainingJobFailed",
