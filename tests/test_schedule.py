@@ -179,6 +179,13 @@ def test_the_state_machine_runs_on_the_asl_engine_and_sends_what_each_service_ac
         ("state_machine", "sagemaker:DescribeTrainingJob",
          f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{attach.job.lower()}"),
     ]  # fmt: skip
+    handoff_arn = f"arn:aws:s3:::{job['Bucket']}/{job['Key']}"
+    needs += [  # the cluster's side: the conversion step writes the handoff, Record follows
+        ("emr_instance_profile", "s3:PutObject", handoff_arn),
+        ("emr_instance_profile", "sagemaker:DescribeTrainingJob",
+         f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{attach.job.lower()}"),
+        ("emr_instance_profile", "s3:PutObject", "arn:aws:s3:::sched-bucket/daily/latest.json"),
+    ]  # fmt: skip
     for doc, action, resource in needs:
         assert _allows(docs[doc], action, resource), (doc, action, resource)
     assert not _allows(docs["state_machine"], "s3:GetObject",
