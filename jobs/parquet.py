@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import queue
 import re
 import threading
@@ -97,6 +98,7 @@ class Inventory:
     merged: bool = False  # the files' schemas differ: Spark needs mergeSchema
     declined: str | None = None  # why only the Spark path reads this layout as Spark does
     data_schema: pa.Schema = field(default=None)
+    index_columns: tuple[str, ...] = ()  # pandas' row index, stored as columns (to_parquet)
 
     @property
     def rows(self) -> int:
@@ -279,6 +281,20 @@ def _footer(found: _Found, s3: S3Settings):
         raise InputError(f"cannot read Parquet file {found.uri}: {exc}") from None
 
 
+def pandas_index(schema: pa.Schema) -> list[str]:
+    """The columns that hold a pandas DataFrame's row index (``to_parquet`` stores an index
+    that is not a plain range as columns, ``__index_level_0__`` or the index's name, and names
+    them in the file's ``pandas`` metadata): a row number, not a feature."""
+    raw = (schema.metadata or {}).get(b"pandas")
+    if not raw:
+        return []
+    try:
+        index = json.loads(raw).get("index_columns") or []
+    except (ValueError, AttributeError):
+        return []  # metadata that is not pandas' own: nothing to go by
+    return [c for c in index if isinstance(c, str) and c in schema.names]
+
+
 def _unify(schemas: list[tuple[str, pa.Schema]]) -> tuple[pa.Schema, bool]:
     """The union of the files' columns; a column of two types (or two spellings) is refused."""
     fields: dict[str, tuple[pa.Field, str]] = {}
@@ -348,7 +364,8 @@ def discover(uris: list[str], s3: S3Settings, stop: threading.Event | None = Non
         for f, (_, meta) in zip(found, footers)
     )  # fmt: skip
     schema = pa.schema([*data_schema, *(pa.field(k, t) for k, t in part_types.items())])
-    return Inventory(files, schema, tuple(part_types), merged, declined, data_schema)
+    index = dict.fromkeys(c for schema_, _ in footers for c in pandas_index(schema_))
+    return Inventory(files, schema, tuple(part_types), merged, declined, data_schema, tuple(index))
 
 
 def check_exists(uris: list[str], s3: S3Settings) -> None:

@@ -108,8 +108,12 @@ def choose_read_path(config: JobConfig, inventory: Inventory | None, ansi: bool)
     )
 
 
-def resolve_features(spec: FeatureSpec, columns: list[Column], label_columns) -> tuple:
-    """(layout, names): layout is columns | array | vector; names are the columns read."""
+def resolve_features(
+    spec: FeatureSpec, columns: list[Column], label_columns, index_columns=()
+) -> tuple:
+    """(layout, names): layout is columns | array | vector; names are the columns read.
+    ``index_columns`` (pandas' row index, stored as columns) are never chosen by default or by
+    a pattern: only by name."""
     by_name = {c.name: c for c in columns}
     chosen_by = spec.chosen_by
     if chosen_by in ("array", "vector"):
@@ -137,10 +141,13 @@ def resolve_features(spec: FeatureSpec, columns: list[Column], label_columns) ->
         except re.error as exc:
             raise ConfigError(f"select.features.pattern {spec.pattern!r}: {exc}") from None
         names = [c.name for c in columns if pattern.fullmatch(c.name)]
+        names = _without_index(names, index_columns)
         if not names:
             raise InputError(f"select.features.pattern {spec.pattern!r} matches no column")
     else:
-        names = _numeric_features(columns, label_columns)
+        names = _without_index(_numeric_features(columns, label_columns), index_columns)
+        if not names:
+            raise InputError("no numeric feature columns besides the label's and the index's")
     unknown = [c for c in spec.exclude if c not in by_name]
     if unknown:
         raise InputError(
@@ -159,6 +166,16 @@ def resolve_features(spec: FeatureSpec, columns: list[Column], label_columns) ->
     if not names:
         raise InputError("every feature column was excluded")
     return "columns", names
+
+
+def _without_index(names: list[str], index_columns) -> list[str]:
+    index = [n for n in names if n in index_columns]
+    if index:
+        log.info(
+            "features: left out %s, pandas' row index in the files (not a feature; name it in "
+            "select.features.columns to use it)", ", ".join(map(repr, index)),
+        )  # fmt: skip
+    return [n for n in names if n not in index_columns]
 
 
 def _numeric_features(columns: list[Column], label_columns) -> list[str]:

@@ -403,7 +403,9 @@ class Conversion:
         cfg = self.config
         first = next(iter(inventories.values()))
         columns = arrow_columns(first.schema)
-        layout, names = resolve_features(cfg.select.features, columns, read.label_columns)
+        layout, names = resolve_features(
+            cfg.select.features, columns, read.label_columns, _index_columns(inventories)
+        )
         needed = [*names, *read.label_columns, *(read.filter.columns if read.filter else [])]
         needed = list(dict.fromkeys(needed))
         _same_columns(inventories, needed)
@@ -430,7 +432,9 @@ class Conversion:
         schema = next(iter(frames.values())).schema
         columns = _spark_columns(schema)
         label_cols = referenced_columns(cfg.select.label or "", [c.name for c in columns])
-        layout, names = resolve_features(cfg.select.features, columns, label_cols)
+        layout, names = resolve_features(
+            cfg.select.features, columns, label_cols, _index_columns(inventories)
+        )
         declared = declared_size(schema[names[0]].metadata) if layout == "vector" else None
         frames = {c: self._select(df, layout, names) for c, df in frames.items()}
         first = next(iter(frames.values()))
@@ -710,6 +714,11 @@ def _same_columns(inventories: dict, columns: list[str]) -> None:
                     f"column {name!r} is {got} in channel {channel} but {want} in channel "
                     f"{first_channel}"
                 )
+
+
+def _index_columns(inventories) -> tuple[str, ...]:
+    """pandas' row-index columns in any input's files (both paths leave them out alike)."""
+    return tuple(dict.fromkeys(c for inv in inventories.values() for c in inv.index_columns))
 
 
 def _spark_columns(schema) -> list[Column]:

@@ -605,3 +605,33 @@ def test_the_grace_for_killed_attempts_reads_spark_s_kill_timeout_as_spark_does(
         fake = SimpleNamespace(conf=SimpleNamespace(get=lambda key, default, v=value: v))
         assert killed_attempt_grace(fake) == pytest.approx(parse(value) / 1000 + KILL_MARGIN_S)
     assert killed_attempt_grace(spark) == pytest.approx(0.5 + KILL_MARGIN_S)  # conftest's
+
+
+@pytest.mark.parametrize("path", ["direct", "spark"])
+def test_pandas_row_index_in_the_files_is_not_a_feature(spark, tmp_path, path):
+    """pandas stores an index that is not a plain range as columns (``__index_level_0__``, or
+    the index's name) and names them in the file's ``pandas`` metadata; Spark reads them as
+    ordinary columns. The row number would leak into the model: both paths leave it out (and
+    say so), and take it only when named."""
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(rng.random((40, 3), dtype=np.float32), columns=["a", "b", "c"])
+    frame["target"] = rng.integers(0, 2, 40)
+    src = tmp_path / "in"
+    src.mkdir()
+    frame.sample(frac=0.5, random_state=1).to_parquet(src / "part-0.parquet")  # shuffled
+    rest = frame.drop(frame.sample(frac=0.5, random_state=1).index)
+    rest.rename_axis("__index_level_0__").to_parquet(src / "part-1.parquet")  # its own name
+    assert "__index_level_0__" in pq.read_schema(src / "part-0.parquet").names  # as users get
+    meta = convert(config(**{"input.paths.train": str(src), "read.path": path,
+                             "output.path": str(tmp_path / "out")}), spark)  # fmt: skip
+    assert meta.feature_dim == 3
+    x, y, _ = read_run(str(tmp_path / "out"))
+    np.testing.assert_array_equal(
+        sorted_rows(x, y), sorted_rows(frame[["a", "b", "c"]].to_numpy(), frame["target"])
+    )
+    named = convert(config(**{
+        "input.paths.train": str(src), "read.path": path, "output.path": str(tmp_path / "named"),
+        "select.features.columns": "[a, __index_level_0__]"}), spark)  # fmt: skip
+    assert named.feature_dim == 2
