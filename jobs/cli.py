@@ -154,7 +154,7 @@ _PARSERS = [
         "run",
         "convert, then train, then print a summary",
         "The whole pipeline: the Spark conversion, then training on its run.",
-        lambda p: _run_args(p),
+        _run_args,
         True,
     ),
     (

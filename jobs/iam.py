@@ -355,8 +355,7 @@ def _where(config) -> tuple[str, str]:
     region = config.emr.region or config.s3.region or config.training.sagemaker.region
     roles = (config.schedule.role_arn, config.schedule.scheduler_role_arn,
              config.training.sagemaker.role_arn)  # fmt: skip
-    found = [re.match(r"arn:aws[a-z-]*:iam::(\d{12}):role/", r or "") for r in roles]
-    account = next((m.group(1) for m in found if m), None)
+    account = next(filter(None, map(_account, roles)), None)
     if not region or not account:
         raise ConfigError(
             "schedule needs the cluster's region (emr.region) and the account (from "
