@@ -532,6 +532,10 @@ def _check_ansi(node: Node, lazy: bool) -> None:
         raise Untranslatable(
             f"a comparison Spark decides without evaluating its operand in ANSI mode (`{node.sql}`)"
         )
+    if isinstance(node, Logic) and node.op in ("isnull", "notnull") and _fails_somewhere(node):
+        # Spark's SimplifyIsNullConditions: IS NULL of what cannot be NULL (a COALESCE with a
+        # constant) is FALSE without evaluating it
+        raise Untranslatable(f"a NULL test Spark may decide without evaluating (`{node.sql}`)")
     inner = (
         lazy
         or isinstance(node, (Case, Coalesce))
@@ -801,6 +805,17 @@ class _Compiler:
         values = [self.node(v) for v in e.expressions]
         if any(v.columns() for v in values):
             raise Untranslatable(f"IN with values that read columns ({sql})")
+        types = [x.type, *(v.type for v in values)]
+        if all(t in (*NUMERIC, "null") or _is_decimal(t) for t in types):
+            # Spark's InConversion: the column and every value take one common type, so
+            # `f IN (16777217, 0.5E0)` compares as double, not each pair alone as float
+            if {"float", "double"} & set(types):
+                values = [_decimal_as_double(v) for v in values]
+                types = [x.type, *(v.type for v in values)]
+            if not any(_is_decimal(t) for t in types):  # with decimals, pairs are exact
+                t = self.common(types, sql)
+                t = "int" if t == "null" else t
+                x, values = self.coerce(x, t), [self.coerce(v, t) for v in values]
         args = tuple(self.compare("=", x, v, sql) for v in values)
         return args[0] if len(args) == 1 else Logic("boolean", sql, "or", args)
 
@@ -845,6 +860,13 @@ class _Compiler:
             return Lit(dst, sql, None)
         pushed = _pushed(lambda x: _cast(dst, sql, x), child)
         return pushed or _cast(dst, sql, child)
+
+
+def _decimal_as_double(node: Node) -> Node:
+    if isinstance(node, Lit) and _is_decimal(node.type):
+        value = None if node.value is None else fraction_to_float(node.value, "double")
+        return Lit("double", node.sql, value)
+    return node
 
 
 _NOT_CONSTANT = object()
