@@ -60,7 +60,7 @@ def decimal_to_float(arr: pa.Array, dtype=np.float32) -> np.ndarray:
     dtype = np.dtype(dtype)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    if pa.types.is_decimal256(arr.type):
+    if not pa.types.is_decimal128(arr.type):  # decimal32/64/256: the layout read below
         arr = arr.cast(pa.decimal128(arr.type.precision, arr.type.scale))
     scale = arr.type.scale
     lo, hi = _unscaled(arr)

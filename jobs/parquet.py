@@ -1,14 +1,19 @@
 """Parquet inputs as Spark lays them out: found on the driver, read by the direct path's tasks.
 
-An input is a file, a folder (read recursively) or a Hadoop glob (``*``, ``?``, ``[ab]``,
-``{a,b}`` within one path component). Names starting with ``.`` or ``_`` are skipped, as Spark
-skips them (``_SUCCESS``, ``.crc`` files, ``_temporary/``), except ``_name=value`` partition
-folders. Folders named ``key=value`` at the bottom of a folder input are Hive partition columns,
-typed as Spark infers them (int, bigint, double, or string; ``__HIVE_DEFAULT_PARTITION__`` is
-NULL). Every file's footer is read once: the schema is the union of all files' columns (a file
-without a column reads NULLs there, as Spark's ``mergeSchema`` does), and a column whose type
-differs between files is refused, naming both. A layout the direct path would read differently
-from Spark is *declined* (the reason says why) and the Spark path reads it.
+An input is a file, a folder or a Hadoop glob (``*``, ``?``, ``[ab]``, ``{a,b}`` within one
+path component). Names starting with ``.`` or ``_`` are skipped, as Spark skips them
+(``_SUCCESS``, ``.crc`` files, ``_temporary/``), except ``_name=value`` partition folders.
+Folders named ``key=value`` are Hive partition columns, found as Spark's ``parsePartition``
+finds them (from a file's folder upwards: plain folders are passed over until the first
+``key=value`` one, and the partition ends at the next plain folder), typed as Spark infers them
+(int, bigint, double, or string; ``__HIVE_DEFAULT_PARTITION__`` is NULL). As in Spark's
+``InMemoryFileIndex``, a folder with partition folders is read to the bottom; one without is
+read only for its own files: files in its plain subfolders are left out (logged), and so are
+empty (0-byte) files. Every file's footer is read once: the schema is the union of all files'
+columns (a file without a column reads NULLs there, as Spark's ``mergeSchema`` does), and a
+column whose type differs between files is refused, naming both. A layout the direct path
+would read differently from Spark is *declined* (the reason says why) and the Spark path reads
+it.
 
 The same S3 settings as the shard writer reach the data (endpoint, region); credentials come
 from the environment's default chain, never from config.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import logging
 import queue
 import re
 import threading
@@ -27,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
@@ -35,6 +42,8 @@ import pyarrow.parquet as pq
 from .aws import S3_SCHEMES
 from .errors import InputError
 from .settings import S3Settings
+
+log = logging.getLogger(__name__)
 
 GLOB = re.compile(r"[*?\[{]")
 DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
@@ -183,6 +192,8 @@ class _Found:
     size: int
     parts: tuple[tuple[str, str], ...]  # raw key=value folders, outermost first
     under_glob: bool
+    nested: bool = False  # in a subfolder of a folder input (read only with partitions)
+    base: str = ""  # Spark's base folder: above the partition folders, else the file's own
 
 
 def _walk(uri: str, s3: S3Settings) -> list[_Found]:
@@ -204,17 +215,56 @@ def _walk(uri: str, s3: S3Settings) -> list[_Found]:
             rel = entry.path[len(root) :].strip("/").split("/")
             if any(_hidden(part) for part in rel):
                 continue
-            parts = []
-            for folder in reversed(rel[:-1]):  # Spark: the key=value folders nearest the file
-                if "=" not in folder:
-                    break
-                key, _, value = folder.partition("=")
-                parts.append((unquote(key), unquote(value)))
+            parts, depth = _partition_folders(rel[:-1])
+            base = "/".join([root.rstrip("/"), *rel[:depth]])
             found.append(
-                _Found(_uri_of(uri, entry.path), entry.path, entry.size, tuple(reversed(parts)),
-                       globbed)
+                _Found(_uri_of(uri, entry.path), entry.path, entry.size, parts, globbed,
+                       len(rel) > 1, base)
             )  # fmt: skip
     return found
+
+
+def _partition_folders(folders: list[str]) -> tuple[tuple[tuple[str, str], ...], int]:
+    """Spark's parsePartition for a file's folders (outermost first): from the file upwards,
+    plain folders are passed over until the first key=value one; the run of key=value folders
+    from there up to the next plain folder is the partition. Also how many folders make its
+    base (the folder above the partition run; without one, the file's own folder)."""
+    parts = []
+    depth = len(folders)
+    for i in range(len(folders) - 1, -1, -1):
+        folder = folders[i]
+        key, eq, value = folder.partition("=")
+        if eq:
+            if not key or not value:  # Spark's parsePartitionColumn asserts both
+                raise InputError(
+                    f"partition folder {folder!r} has an empty "
+                    f"{'column name' if not key else 'value'}, which Spark refuses"
+                )
+            parts.append((unquote(key), unquote(value)))
+            depth = i
+        elif parts:
+            break
+    return tuple(reversed(parts)), depth
+
+
+def _own_files(found: list[_Found], uris: list[str]) -> list[_Found]:
+    """Without partition folders Spark reads a folder's own files only (InMemoryFileIndex's
+    allFiles): files in plain subfolders are left out, and said so."""
+    kept = [f for f in found if not f.nested]
+    left = [f for f in found if f.nested]
+    if left and not kept:
+        raise InputError(
+            f"no Parquet files directly in {', '.join(uris)}: its {len(left):,} files are in "
+            f"plain subfolders (e.g. {left[0].uri}), which Spark does not read; name the "
+            "subfolders (a glob such as <folder>/*) or use key=value partition folders"
+        )
+    if left:
+        log.warning(
+            "input: left out %d files in plain subfolders (e.g. %s): Spark reads a folder's own "
+            "files and its key=value partition folders only",
+            len(left), left[0].uri,
+        )  # fmt: skip
+    return kept
 
 
 _INT = re.compile(r"[+-]?\d+")
@@ -243,11 +293,20 @@ def _partitions(found: list[_Found]) -> tuple[dict[str, pa.DataType], str | None
     names = {tuple(k for k, _ in f.parts) for f in found}
     if not any(names):
         return {}, None
+    bases = sorted({f.base for f in found if f.base})
+    if len(bases) > 1:  # Spark's parsePartitions asserts one base folder
+        raise InputError(
+            f"partition folders under more than one base folder ({bases[0]}, {bases[1]}), which "
+            "Spark refuses as conflicting: name one table's root folder per input"
+        )
     if len(names) > 1:
         return {}, f"folders with different partition columns ({sorted(names)[:2]})"
     if any(f.under_glob for f in found):
         return {}, "partition folders under a glob"
     keys = next(iter(names))
+    twice = [k for i, k in enumerate(keys) if k.lower() in (x.lower() for x in keys[:i])]
+    if twice:
+        raise InputError(f"partition column {twice[0]!r} is in the folder path twice")
     types = {}
     for i, key in enumerate(keys):
         name, why = _partition_type([f.parts[i][1] for f in found])
@@ -295,8 +354,54 @@ def pandas_index(schema: pa.Schema) -> list[str]:
     return [c for c in index if isinstance(c, str) and c in schema.names]
 
 
+def spark_view(t: pa.DataType) -> pa.DataType:
+    """``t`` as Spark reads the Parquet column, where pyarrow reads it as another type: a
+    duration is a bigint, an all-NULL (``null``) column an int, every decimal a decimal128, a
+    ``list_view`` a list. One rule for both paths: what Spark reads as a number is a number."""
+    if pa.types.is_duration(t):
+        return pa.int64()
+    if pa.types.is_null(t):
+        return pa.int32()
+    if pa.types.is_decimal(t) and t.precision <= 38 and not pa.types.is_decimal128(t):
+        return pa.decimal128(t.precision, t.scale)
+    if pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return pa.list_(t.value_field.with_type(spark_view(t.value_type)))
+    if _is_list(t):
+        value = spark_view(t.value_type)
+        if value != t.value_type:
+            return pa.list_(t.value_field.with_type(value))
+    return t
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+        or pa.types.is_list_view(t) or pa.types.is_large_list_view(t)
+    )  # fmt: skip
+
+
+def spark_equivalent(t: pa.DataType) -> pa.DataType:
+    """One type for the Arrow types Spark reads as the same type (every list kind is an array,
+    a large string a string), to compare files and channels as Spark does."""
+    t = spark_view(t)
+    if _is_list(t):
+        return pa.list_(spark_equivalent(t.value_type))
+    return {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}.get(t, t)
+
+
+def as_read(arr: pa.Array, t: pa.DataType) -> pa.Array:
+    """``arr`` as type ``t`` (its :func:`spark_view` or :func:`spark_equivalent`)."""
+    if pa.types.is_list_view(arr.type) or pa.types.is_large_list_view(arr.type):
+        # pyarrow's own list_view cast writes invalid offsets (pyarrow 26): rebuild the list
+        lengths = arr.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+        offsets = pa.array(np.concatenate(([0], np.cumsum(lengths))).astype(np.int32))
+        arr = pa.ListArray.from_arrays(offsets, arr.flatten(), mask=arr.is_null())
+    return arr if arr.type == t else arr.cast(t)
+
+
 def _unify(schemas: list[tuple[str, pa.Schema]]) -> tuple[pa.Schema, bool]:
-    """The union of the files' columns; a column of two types (or two spellings) is refused."""
+    """The union of the files' columns, as Spark reads them (:func:`spark_view`); a column of
+    two types Spark reads differently (or of two spellings) is refused."""
     fields: dict[str, tuple[pa.Field, str]] = {}
     lower: dict[str, str] = {}
     for uri, schema in schemas:
@@ -312,11 +417,15 @@ def _unify(schemas: list[tuple[str, pa.Schema]]) -> tuple[pa.Schema, bool]:
                 fields[f.name] = (f, uri)
                 lower[f.name.lower()] = f.name
             elif seen[0].type != f.type:
+                same = spark_equivalent(seen[0].type)
+                if same == spark_equivalent(f.type):  # e.g. a list here, a large_list there
+                    fields[f.name] = (seen[0].with_type(same), seen[1])
+                    continue
                 raise InputError(
                     f"column {f.name!r} is {seen[0].type} in {seen[1]} but {f.type} in {uri}: "
                     "files of one input must agree on each column's type"
                 )
-    unified = pa.schema([f for f, _ in fields.values()])
+    unified = pa.schema([f.with_type(spark_view(f.type)) for f, _ in fields.values()])
     merged = any(len(s) != len(unified) for _, s in schemas)
     return unified, merged
 
@@ -339,6 +448,18 @@ def discover(uris: list[str], s3: S3Settings, stop: threading.Event | None = Non
         found += _walk(uri, s3)
     if not found:
         raise InputError(f"no Parquet files under {', '.join(uris)}")
+    if not any(f.parts for f in found):
+        found = _own_files(found, uris)
+    part_types, declined = _partitions(found)  # empty files count here, as in Spark's listing
+    empty = [f for f in found if f.size == 0]  # never read (Spark's isNonEmptyFile)
+    found = [f for f in found if f.size > 0]
+    if not found:
+        raise InputError(f"the Parquet files under {', '.join(uris)} are all empty (0 bytes)")
+    if empty:
+        log.warning(
+            "input: left out %d empty (0-byte) files, as Spark does (e.g. %s: an interrupted "
+            "copy?)", len(empty), empty[0].uri,
+        )  # fmt: skip
     fss = {type(filesystem(f.uri, s3)[0]) for f in found}
     if len(fss) > 1:
         raise InputError(f"inputs mix local and S3 paths ({', '.join(uris)})")
@@ -350,7 +471,6 @@ def discover(uris: list[str], s3: S3Settings, stop: threading.Event | None = Non
     with ThreadPoolExecutor(min(FOOTER_THREADS, len(found))) as pool:
         footers = list(pool.map(footer, found))
     data_schema, merged = _unify([(f.uri, schema) for f, (schema, _) in zip(found, footers)])
-    part_types, declined = _partitions(found)
     clash = [k for k in part_types if k.lower() in {n.lower() for n in data_schema.names}]
     if clash:
         part_types, declined = {}, f"partition column {clash[0]!r} is also a column in the files"
@@ -521,14 +641,16 @@ def _open(piece: Piece, fs: pafs.FileSystem, ranges: _Ranges):
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """``batch`` with ``schema``'s columns: NULLs where the file lacks one (Spark's
-    ``mergeSchema``); the types already agree (:func:`_unify` refuses files that differ)."""
-    names = batch.schema.names  # a new list at each access: read once, not once per column
-    if names == schema.names:
+    """``batch`` with ``schema``'s columns, as Spark reads them: NULLs where the file lacks
+    one (Spark's ``mergeSchema``), each column of the type :func:`_unify` gave it."""
+    got = batch.schema
+    if got.names == schema.names and all(a.type == b.type for a, b in zip(got, schema)):
         return batch
-    present = set(names)
+    present = set(got.names)
     arrays = [
-        batch.column(f.name) if f.name in present else pa.nulls(batch.num_rows, f.type)
+        as_read(batch.column(f.name), f.type)
+        if f.name in present
+        else pa.nulls(batch.num_rows, f.type)
         for f in schema
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

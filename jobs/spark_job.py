@@ -709,7 +709,7 @@ def _same_columns(inventories: dict, columns: list[str]) -> None:
                     f"channel {channel} has no column {name!r} (channel {first_channel} has)"
                 )
             got = inventory.schema.field(name).type
-            if got != want:
+            if parquet.spark_equivalent(got) != parquet.spark_equivalent(want):
                 raise InputError(
                     f"column {name!r} is {got} in channel {channel} but {want} in channel "
                     f"{first_channel}"
