@@ -422,11 +422,14 @@ class Conversion:
     def _plan_spark(self, read: ReadChoice, inventories):
         cfg = self.config
         for inventory in inventories.values():
-            half = [f.name for f in inventory.schema if pa.types.is_float16(f.type)]
-            if half:
+            bad = [f for f in inventory.schema if _spark_cannot_read(f.type)]
+            if bad:
+                where = inventory.files[0].uri if inventory.files else "the input"
+                half = pa.types.is_float16(bad[0].type)
                 raise InputError(
-                    f"column {half[0]!r} is float16, which Spark 3.5 cannot read, and the "
-                    f"Spark path was chosen ({read.reason}); the direct path reads float16"
+                    f"column {bad[0].name!r} is {'float16' if half else bad[0].type} (in "
+                    f"{where}), which Spark cannot read, and the Spark path was chosen "
+                    f"({read.reason})" + ("; the direct path reads float16" if half else "")
                 )
         frames = self._spark_frames(inventories)
         schema = next(iter(frames.values())).schema
@@ -714,6 +717,15 @@ def _same_columns(inventories: dict, columns: list[str]) -> None:
                     f"column {name!r} is {got} in channel {channel} but {want} in channel "
                     f"{first_channel}"
                 )
+
+
+def _spark_cannot_read(t: pa.DataType) -> bool:
+    """Parquet columns pyarrow writes that make Spark's read fail, whichever columns are used."""
+    return (
+        pa.types.is_float16(t)
+        or (pa.types.is_decimal(t) and t.precision > 38)
+        or pa.types.is_time(t)
+    )
 
 
 def _index_columns(inventories) -> tuple[str, ...]:

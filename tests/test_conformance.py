@@ -236,6 +236,34 @@ def test_float16_is_read_exactly_on_the_direct_path_and_refused_by_name_on_the_s
     assert not (tmp_path / "out-spark").exists()
 
 
+@pytest.mark.parametrize(
+    "column, shown",
+    [
+        (pa.array([1, 2], pa.time32("s")), r"time32\[ms\]"),
+        (pa.array([__import__("decimal").Decimal(1)] * 2, pa.decimal256(40, 1)), "decimal256"),
+    ],
+    ids=["time", "decimal-over-38-digits"],
+)
+def test_columns_spark_cannot_read_are_named_before_the_spark_path_runs(
+    spark, tmp_path, column, shown
+):
+    """Spark's read fails on the whole file (in its own words, after a job); the Spark path
+    names the column first, whichever columns the run uses."""
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"odd": column, "a": [1.0, 2.0], "y": [0.0, 1.0]}), src / "p.parquet")
+    with pytest.raises(InputError, match=rf"column 'odd' is {shown}.*which Spark cannot read"):
+        _convert(
+            spark,
+            str(src),
+            tmp_path / "out",
+            "spark",
+            "dense",
+            **{"select.features.columns": '["a"]'},
+        )
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("path", ["direct", "spark"])
 def test_one_feature_and_ten_thousand_features(spark, tmp_path, path):
     rng = np.random.default_rng(5)
