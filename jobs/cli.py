@@ -366,7 +366,7 @@ def _train(config, run_uri: str, args, lease=None) -> dict:
         load_run(run_uri, store)  # no committed run: say so before asking for the lease
         with _lease(config, run_uri) as lease:
             return _train(config, run_uri, args, lease)
-    _, meta = load_run(run_uri, store, verify=True)
+    _, meta = load_run(run_uri, store, verify=True, repair=True)
     if backend == "local":
         from .training.local import train_local
 

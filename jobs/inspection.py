@@ -16,7 +16,7 @@ import numpy as np
 from . import codec
 from .contract import RunMetadata, label_key
 from .errors import CodecError, StorageError
-from .runinfo import METADATA, RunLayout, load_run
+from .runinfo import METADATA, RunLayout, load_run, manifest_shards
 from .storage import Location, Store
 
 
@@ -95,8 +95,7 @@ def _targets(store: Store, target: str) -> tuple[list[Location], dict | None, Ru
         body = store.get_json(loc)
         if not isinstance(body, list) or not body or "prefix" not in body[0]:
             raise StorageError(f"{loc.uri} is not a SageMaker ManifestFile")
-        prefix = Location.parse(body[0]["prefix"])
-        return [prefix.join(k) for k in body[1:]], None, None
+        return manifest_shards(loc, body), None, None
     if store.exists(loc):
         return [loc], None, None
     found = [

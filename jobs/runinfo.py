@@ -344,9 +344,14 @@ def _objects(n: int) -> str:
     return "1 object" if n == 1 else f"{n:,} objects"
 
 
-def load_run(uri: str, store: Store, verify: bool = False) -> tuple[RunLayout, RunMetadata]:
-    """A committed run's layout and metadata; ``verify`` checks every shard's size on storage
-    and that its folder holds no other shard of the same run."""
+def load_run(
+    uri: str, store: Store, verify: bool = False, repair: bool = False
+) -> tuple[RunLayout, RunMetadata]:
+    """A committed run's layout and metadata, wherever the run is now: a run moved (``aws s3
+    mv``, ``mv``) is read where it is, not where ``run.json`` says it was written. ``verify``
+    checks every shard's size on storage and that its folder holds no other shard of the same
+    run; ``repair`` rewrites a moved run's manifests to name where their shards are now (a
+    SageMaker ManifestFile must hold an absolute prefix)."""
     layout = RunLayout.at(uri)
     if not store.exists(layout.metadata):
         pending = [loc for loc, _ in store.list(layout.shards)]
@@ -359,10 +364,44 @@ def load_run(uri: str, store: Store, verify: bool = False) -> tuple[RunLayout, R
         raise StorageError(f"{layout.metadata.uri} is not the metadata of a {FORMAT} run")
     meta = RunMetadata.from_dict(raw)
     layout = RunLayout(layout.root, meta.run_id)
+    meta = _where_it_is(meta, layout, store, repair)
     if verify:
         for channel, info in meta.channels.items():
             _verify_channel(store, layout, channel, info)
     return layout, meta
+
+
+def _where_it_is(meta: RunMetadata, layout: RunLayout, store: Store, repair: bool):
+    where = {
+        ch: (layout.manifest(ch).uri, layout.data(ch).uri.rstrip("/") + "/") for ch in meta.channels
+    }
+    moved = [ch for ch, info in meta.channels.items() if info.data_prefix != where[ch][1]]
+    if not moved:
+        return meta
+    log.info(
+        "run %s was written at %s and is read at %s (moved)",
+        meta.run_id, meta.channels[moved[0]].data_prefix, where[moved[0]][1],
+    )  # fmt: skip
+    if repair:
+        for ch in moved:
+            body = manifest(layout.data(ch), [s.key for s in meta.channels[ch].shards])
+            if store.exists(layout.manifest(ch)) and store.get_json(layout.manifest(ch)) != body:
+                store.put_json(layout.manifest(ch), body)
+    return meta.committed_as(meta.run_id, meta.committed, where)
+
+
+def manifest_shards(loc: Location, body: list) -> list[Location]:
+    """The shards a ManifestFile lists. One of a run's own manifests is read beside its run,
+    wherever the run was moved; any other by the prefix it holds."""
+    m = re.fullmatch(rf"(?:(?P<root>.*)/)?manifests/(?P<ch>{_CH})-{RUN_ID}\.manifest", loc.key)
+    prefix = Location.parse(body[0]["prefix"])
+    if m is not None:
+        root = RunLayout(Location(loc.scheme, loc.bucket, m.group("root") or ""))
+        here = root.data(m.group("ch"))
+        if here.uri.rstrip("/") != prefix.uri.rstrip("/"):
+            log.info("manifest %s names %s; its run is now at %s", loc.uri, prefix.uri, here.uri)
+            prefix = here
+    return [prefix.join(k) for k in body[1:]]
 
 
 def _verify_channel(store: Store, layout: RunLayout, channel: str, info) -> None:

@@ -697,3 +697,56 @@ def test_a_run_trained_again_finds_its_job_instead_of_starting_another(moto_serv
     retrained, _ = train(retrain=True)
     assert created == [first["job_name"], changed["job_name"], retrained["job_name"]]
     assert len(set(created)) == 3 and changed["job_name"].startswith(f"again-{meta.run_id}-")
+
+
+@pytest.mark.spark
+@pytest.mark.aws
+def test_a_moved_run_trains_and_inspects_where_it_is_now(moto_server, s3_run, tmp_path, capsys):
+    """`aws s3 mv` of a committed run: run.json and the manifests name the old prefix, but
+    `train --run NEW` must read NEW (a job reading the old prefix bills for the wrong data or
+    fails inside SageMaker), and `inspect` on the moved manifest reads the moved shards."""
+    import json
+
+    from jobs.cli import main
+    from jobs.storage import s3_client
+
+    uri, meta = s3_run
+    cfg = _cfg(moto_server, uri)
+    s3 = s3_client(cfg.s3)
+    new = "s3://training-runs/moved/here"
+    for obj in s3.list_objects_v2(Bucket="training-runs", Prefix="run/")["Contents"]:
+        key = "moved/here/" + obj["Key"][len("run/") :]
+        s3.copy_object(Bucket="training-runs", Key=key,
+                       CopySource={"Bucket": "training-runs", "Key": obj["Key"]})  # fmt: skip
+    manifest = f"moved/here/manifests/train-{meta.run_id}.manifest"
+    old_body = json.loads(s3.get_object(Bucket="training-runs", Key=manifest)["Body"].read())
+    assert old_body[0]["prefix"] == f"{uri}/data/train/"  # as written, before the move
+    where = ["--set", f"s3.endpoint_url={moto_server}", "--set", "s3.region=us-east-1"]
+    assert main(["inspect", f"s3://training-runs/{manifest}", "--json", *where]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["shards"] == len(meta.channels["train"].shards)
+    assert all("/moved/here/data/train/" in s["uri"] for s in shown["per_shard"]), shown
+    assert not shown["problems"]
+    sets = [
+        f"{k}={v}"
+        for k, v in {
+            "s3.endpoint_url": moto_server, "s3.region": "us-east-1",
+            "training.backend": "sagemaker", "training.sagemaker.region": "us-east-1",
+            "training.sagemaker.role_arn": ROLE, "training.sagemaker.endpoint_url": moto_server,
+            "training.sagemaker.job_name_prefix": "moved",
+            "training.sagemaker.data_type": "ManifestFile",
+        }.items()
+    ]  # fmt: skip
+    argv = ["train", "--run", new, "--no-wait"]
+    assert main([*argv, *(x for s in sets for x in ("--set", s))]) == 0, capsys.readouterr().err
+    sm = boto3.client("sagemaker", region_name="us-east-1", endpoint_url=moto_server)
+    name = next(
+        j["TrainingJobName"]
+        for j in sm.list_training_jobs()["TrainingJobSummaries"]
+        if j["TrainingJobName"].startswith(f"moved-{meta.run_id}")
+    )
+    channels = sm.describe_training_job(TrainingJobName=name)["InputDataConfig"]
+    uris = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in channels}
+    assert uris["train"] == f"{new}/manifests/train-{meta.run_id}.manifest", uris
+    body = json.loads(s3.get_object(Bucket="training-runs", Key=manifest)["Body"].read())
+    assert body == [{"prefix": f"{new}/data/train/"}, *old_body[1:]]  # what SageMaker reads
