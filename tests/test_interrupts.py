@@ -41,8 +41,28 @@ def _driver(settings: dict, cwd, group: bool):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=group,
+        start_new_session=True,  # its own session, to know when every process of it is gone
     )
+
+
+def _group_gone(proc, timeout: float = 60) -> None:
+    """Wait until no process of the driver's session runs (its JVM, Python workers, uploads;
+    PySpark's daemon makes its own process group, not its own session): after that nothing of
+    the run can write. Zombies waiting for init do not count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == proc.pid and fields[0] != "Z":  # session, state
+                alive.append(stat.parent.name)
+        if not alive:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes of the interrupted run still running: {alive}")
 
 
 def _send(proc, sig, group: bool) -> None:
@@ -83,7 +103,7 @@ def test_a_signal_while_shards_go_to_s3_cancels_and_leaves_nothing(
     proxy.add(Fault("PutObject", "delay", key=f"{prefix}/data/", seconds=1, times=1000))
     text, _ = driver.communicate(timeout=300)
     _assert_stopped(driver, sig, text)
-    time.sleep(4)  # anything still running would write now
+    _group_gone(driver)
     assert s3_objects(s3, bucket, f"{prefix}/") == {}
     assert not pending_uploads(s3, bucket, f"{prefix}/")
     rerun = settings | {"s3.endpoint_url": moto_server, "output.mode": "error"}
@@ -114,7 +134,7 @@ def test_ctrl_c_while_shards_go_to_local_disk_leaves_no_file(
     _send(driver, signal.SIGINT, group=True)
     text, _ = driver.communicate(timeout=300)
     _assert_stopped(driver, signal.SIGINT, text)
-    time.sleep(4)
+    _group_gone(driver)
     assert not [p for p in out.rglob("*") if p.is_file()]
     proxy.reset()
     convert(config(**settings | {"output.mode": "error"}), spark)
