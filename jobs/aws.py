@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from urllib.parse import urlparse
 
@@ -209,6 +210,10 @@ def error_code(exc: BaseException) -> str | None:
     return str(response["Error"].get("Code", ""))
 
 
+# S3's rule for bucket names since 2018 (older us-east-1 buckets may differ; they still work)
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
 def describe_failure(exc: BaseException) -> str | None:
     """One line for an AWS call that failed in a way the job's code does not handle itself
     (a denied permission, missing credentials, an unreachable endpoint); None when ``exc`` is
@@ -219,6 +224,14 @@ def describe_failure(exc: BaseException) -> str | None:
         code = error_code(exc) or "?"
         message = exc.response["Error"].get("Message") or ""
         line = f"AWS refused {exc.operation_name} ({code}{': ' + message if message else ''})"
+        bucket = exc.response["Error"].get("BucketName")
+        if code == "NoSuchBucket" and bucket:
+            line = line[:-1] + f": {bucket})"
+            if not BUCKET_NAME.fullmatch(bucket):
+                line += (
+                    "; check the name: S3 bucket names are 3-63 lowercase letters, digits, dots "
+                    "and hyphens"
+                )
         if code in DENIED:
             line += (
                 "; the principal lacks a permission: `python -m jobs iam-policy --config ...` "

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import re
 import secrets
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .settings import CHANNELS, PREDICTOR_TYPES, JobConfig
+from .settings import CHANNELS, PREDICTOR_TYPES, RANGES, JobConfig
 
 
 @dataclass(frozen=True)
@@ -258,26 +260,55 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
         _set(tree, key.strip(), raw)
-    config = _expand_home(_build(JobConfig, tree, ""))
+    config = _expand_paths(_build(JobConfig, tree, ""))
     check(config)
     return config
 
 
-def _expand_home(config: JobConfig) -> JobConfig:
-    """``~/shards`` means the home folder, as in a shell, not a folder named ``~``."""
+# Settings that name a place: each gets `~` and `$VAR` expanded, as a shell would.
+PATH_SETTINGS = (
+    "input.paths", "input.path", "output.path", "training.local.model_dir",
+    "training.sagemaker.output_path", "training.sagemaker.checkpoint_s3_uri",
+    "emr.artifacts_uri", "emr.log_uri",
+)  # fmt: skip
+ENDPOINT_SETTINGS = (
+    "s3.endpoint_url", "training.sagemaker.endpoint_url", "training.sagemaker.logs_endpoint_url",
+    "emr.endpoint_url",
+)  # fmt: skip
+_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
-    def home(paths):  # a path, or a list of them
-        if isinstance(paths, list):
-            return [home(p) for p in paths]
-        return os.path.expanduser(paths) if paths and paths.startswith("~") else paths
 
-    inp = dataclasses.replace(
-        config.input,
-        path=home(config.input.path),
-        paths={c: home(ps) for c, ps in config.input.paths.items()},
-    )
-    output = dataclasses.replace(config.output, path=home(config.output.path))
-    return dataclasses.replace(config, input=inp, output=output)
+def _expand_paths(config: JobConfig) -> JobConfig:
+    """``~/shards`` means the home folder, and ``$DATA/in`` or ``${DATA}/in`` the variable's
+    value, as in a shell; not a folder named ``~`` or ``$DATA``. An unset variable is refused
+    (a shell would make it empty: ``$BUCKT/in`` would read ``/in``)."""
+
+    def expand(key: str, value):
+        if isinstance(value, dict):
+            return {k: expand(f"{key}.{k}", v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [expand(key, v) for v in value]
+        if not value:
+            return value
+
+        def var(m: re.Match) -> str:
+            name = m.group(1) or m.group(2)
+            if name not in os.environ:
+                raise ConfigError(f"{key} {value!r}: ${name} is not set in the environment")
+            return os.environ[name]
+
+        value = _VAR.sub(var, value)
+        return os.path.expanduser(value) if value.startswith("~") else value
+
+    for key in PATH_SETTINGS:
+        *parents, leaf = key.split(".")
+        section = functools.reduce(getattr, parents, config)
+        new = dataclasses.replace(section, **{leaf: expand(key, getattr(section, leaf))})
+        for depth in range(len(parents), 0, -1):  # rebuild the frozen path up to the root
+            owner = functools.reduce(getattr, parents[: depth - 1], config)
+            new = dataclasses.replace(owner, **{parents[depth - 1]: new})
+        config = new
+    return config
 
 
 def require_inputs(config: JobConfig) -> None:
@@ -323,41 +354,21 @@ def check(config: JobConfig) -> None:
             raise ConfigError(f"{where} has an empty path")
     if not config.output.path.strip():
         raise ConfigError("output.path is empty: name a folder (local or s3://) for the run")
-    if config.output.lease_timeout_s <= 0:
-        raise ConfigError("output.lease_timeout_s must be positive")
     config.select.features.chosen_by  # noqa: B018 - raises when more than one form is set
+    _check_ranges(config)
+    for key in ENDPOINT_SETTINGS:
+        url = functools.reduce(getattr, key.split("."), config)
+        parsed = urllib.parse.urlparse(url or "")
+        if url and (parsed.scheme not in ("http", "https") or not parsed.hostname):
+            raise ConfigError(
+                f"{key} {url!r} is not an http:// or https:// URL (e.g. http://127.0.0.1:9000)"
+            )
     if config.output.keep is not None:
-        if config.output.keep < 1:
-            raise ConfigError("output.keep must be at least 1 (or null: keep every run)")
         if not (TEMPLATE.search(config.output.path) or config.output.series):
             raise ConfigError(
                 "output.keep applies to dated runs: give output.path a {date} (e.g. "
                 "s3://bucket/shards/{date}), one folder per run under one parent"
             )
-    if config.output.max_shard_mb < 1:
-        raise ConfigError("output.max_shard_mb must be at least 1")
-    if config.output.shards is not None and config.output.shards < 1:
-        raise ConfigError("output.shards must be at least 1")
-    if config.read.max_task_mb < 1 or config.read.open_cost_mb < 0:
-        raise ConfigError("read.max_task_mb must be at least 1 and read.open_cost_mb not negative")
-    if config.read.read_ahead < 0:
-        raise ConfigError("read.read_ahead must not be negative (0: no reader thread)")
-    if config.read.ranges_in_flight < 1:
-        raise ConfigError("read.ranges_in_flight must be at least 1 (1: one GET at a time)")
-    if config.read.range_mb < 1:
-        raise ConfigError("read.range_mb must be at least 1")
-    if config.read.batch_rows < 1:
-        raise ConfigError("read.batch_rows must be at least 1 (rows per Arrow batch)")
-    if config.spark.progress_s < 0:
-        raise ConfigError("spark.progress_s must not be negative (0 turns progress lines off)")
-    if config.output.seed < 0:
-        raise ConfigError("output.seed must not be negative")
-    if config.s3.parts_in_flight < 1:
-        raise ConfigError("s3.parts_in_flight must be at least 1 (1: one part at a time)")
-    if config.s3.part_size_mb < 5:
-        raise ConfigError("s3.part_size_mb must be at least 5 (S3's minimum part size)")
-    if config.s3.part_size_mb > 5120:
-        raise ConfigError("s3.part_size_mb must be at most 5120 (S3's largest part, 5 GB)")
     if config.s3.kms_key_id and config.s3.sse != "aws:kms":
         raise ConfigError("s3.kms_key_id needs s3.sse: aws:kms")
     if (
@@ -365,6 +376,24 @@ def check(config: JobConfig) -> None:
         and not config.training.num_classes
     ):
         raise ConfigError("training.num_classes is required for a multiclass_classifier")
+
+
+def _check_ranges(config: JobConfig) -> None:
+    for key, bound in RANGES.items():
+        value = functools.reduce(getattr, key.split("."), config)
+        if value is None:
+            continue
+        low, high = bound.low, bound.high
+        if low is not None and (value <= low if bound.above else value < low):
+            need = "positive" if bound.above and low == 0 else (
+                f"above {low:g}" if bound.above else
+                "not negative" if low == 0 else f"at least {low:g}")  # fmt: skip
+        elif high is not None and value > high:
+            need = f"at most {high}"
+        else:
+            continue
+        why = f" ({bound.why})" if bound.why else ""
+        raise ConfigError(f"{key} must be {need}{why}: got {value}")
 
 
 TEMPLATE = re.compile(r"\{(date|time|run_id)\}")

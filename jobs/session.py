@@ -1,14 +1,18 @@
-"""The one way this job starts Spark, for the CLI, spark-submit and tests alike."""
+"""The one way this job starts Spark, for the CLI, spark-submit and tests alike, and the one
+way its failures become a line a user can act on."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
+import re
+import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .errors import ConfigError
 from .interrupts import INTERRUPTS
 from .settings import S3Settings, SparkConfig
 
@@ -57,6 +61,10 @@ def active_session():
 
 
 _STARTED = False  # this process has had a SparkContext
+# A local JVM: Spark's collector on Java 8 (ParallelGC), whose overhead limit turns a heap
+# that is too small into an OutOfMemoryError, and an exit on it (code 3) the driver can read.
+JVM_OPTIONS = "-XX:+UseParallelGC -XX:+ExitOnOutOfMemoryError"
+OOM_EXIT = 3  # HotSpot's exit status under ExitOnOutOfMemoryError
 
 
 def spark_session(spark: SparkConfig, s3: S3Settings, batch_rows: int = 8192):
@@ -81,6 +89,9 @@ def spark_session(spark: SparkConfig, s3: S3Settings, batch_rows: int = 8192):
             conf["spark.jars"] = ",".join(jars)
             conf |= s3a_conf(s3)
         conf["spark.ui.enabled"] = "false"
+        # a driver out of heap fails in seconds, saying so, instead of G1 collecting for many
+        # minutes (it has no overhead limit) and the Python side then losing its connection
+        conf["spark.driver.extraJavaOptions"] = JVM_OPTIONS
     elif spark.master:
         builder = builder.master(spark.master)
     conf |= spark.conf
@@ -116,3 +127,113 @@ def register_with_yarn() -> bool:
     log.info("no Spark work was needed; a SparkContext was started and stopped so that YARN "
              "records the step as succeeded")  # fmt: skip
     return True
+
+
+def jvm_failure(spark, exc: BaseException, driver_memory: str) -> str | None:
+    """One line when Spark's JVM itself is gone (out of heap, killed): every later Py4J call
+    would only say "Connection refused". None while it runs."""
+    gateway = getattr(getattr(spark, "sparkContext", None), "_gateway", None)
+    proc = getattr(gateway, "proc", None)  # None when spark-submit started this Python
+    code = proc.poll() if proc is not None else None
+    if code == OOM_EXIT:
+        return (
+            f"Spark's driver JVM ran out of memory (java.lang.OutOfMemoryError with "
+            f"spark.driver.memory {driver_memory}) and exited: give it more, e.g. --set "
+            "spark.conf.spark.driver.memory=4g"
+        )
+    if code is not None:
+        return f"Spark's driver JVM exited with status {code}; its log above says why"
+    if type(exc).__name__ == "Py4JNetworkError" or isinstance(exc, ConnectionError):
+        return (
+            f"the connection to Spark's JVM was lost ({exc}); the driver's log says why (an "
+            "OutOfMemoryError there: raise spark.driver.memory)"
+        )
+    return None
+
+
+def check_master(master: str | None, timeout_s: float = 3.0) -> None:
+    """A standalone master nothing listens at fails in seconds, not after Spark's minute of
+    registration retries that ends in "Cannot call methods on a stopped SparkContext".
+    ``spark://h1:7077,h2:7077`` (standby masters) needs one of them up."""
+    if not master or not master.startswith("spark://"):
+        return
+    tried = []
+    for hostport in master[len("spark://") :].split(","):
+        host, _, port = hostport.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"spark.master {master!r}: expected spark://host:port[,host:port]")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+            return
+        except OSError as exc:
+            tried.append(f"{hostport.strip()}: {exc.strerror or type(exc).__name__}")
+    raise ConfigError(
+        f"spark.master {master}: no Spark master answers ({'; '.join(tried)}); start it, or "
+        "set spark.master to local[*] or leave it unset under spark-submit"
+    )
+
+
+# Java exceptions that only carry another one: the failure is in their cause. Other classes
+# wrap when their message only says that something failed (or is the cause's own text).
+_WRAPPER_CLASSES = {
+    "java.util.concurrent.ExecutionException",
+    "java.util.concurrent.CompletionException",
+    "java.lang.reflect.InvocationTargetException",
+    "java.lang.reflect.UndeclaredThrowableException",
+}
+_WRAPPER_TEXT = re.compile(
+    r"^(\[[A-Z_.]+\] )?(Job aborted due to stage failure|Encountered error while reading file"
+    r"|Exception thrown in awaitResult|An error occurred while calling"
+    r"|(?:[a-z_$][\w$]*\.)+[A-Z][\w$]*(Exception|Error)(: |$))"
+)
+_JAVA_LINE = re.compile(
+    r"^(?:Caused by: |: )?((?:[a-z_$][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error|Throwable)[\w$]*)"
+    r"(?::\s?(.*))?$"
+)
+_READING = re.compile(r"(?:reading file|path) (\S+?)\.?(?: Details:|\s|$)")
+
+
+def spark_failure(text: str) -> str:
+    """One line from a Spark job failure: how often the task failed, then the last Python error
+    (what our task raised) or else the Java root cause, the first exception of the chain that is
+    not a wrapper of another, with the file Spark was reading when it names one."""
+    attempts = re.search(r"Task (\d+) in stage \S+ failed (\d+) times", text)
+    lines = [ln.strip() for ln in text.splitlines()]
+    python = [
+        ln
+        for ln in lines
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception): ", ln)
+        and not ln.startswith(("org.apache.", "java.", "py4j.", "scala.", "io.", "com."))
+    ]
+    if python:
+        cause = re.sub(r"^jobs\.errors\.\w+: ", "", python[-1])
+    else:
+        cause = _java_root_cause(lines) or next((ln for ln in lines if ln), text)
+    if attempts:
+        task, times = attempts.groups()
+        cause = f"task {task} failed {times} times; last error: {cause}"
+    return cause[:2000]
+
+
+def _java_root_cause(lines: list[str]) -> str | None:
+    chain = []  # (class, message) in the order printed: each is the cause of the one before
+    for ln in lines:
+        for part in re.split(r"\): (?=(?:[a-z_$][\w$]*\.)+[A-Z])", ln):  # "Lost task … (…): X"
+            m = _JAVA_LINE.match(part)
+            if m:
+                chain.append((m.group(1), (m.group(2) or "").strip()))
+    if not chain:
+        return None
+    reading = next((m.group(1) for _, msg in chain if (m := _READING.search(msg))), None)
+
+    def wraps(i: int) -> bool:
+        cls, msg = chain[i]
+        return i + 1 < len(chain) and (
+            cls in _WRAPPER_CLASSES or not msg or bool(_WRAPPER_TEXT.match(msg))
+        )
+
+    cls, msg = next(chain[i] for i in range(len(chain)) if not wraps(i))
+    line = f"{cls.rsplit('.', 1)[-1]}: {msg}" if msg else cls.rsplit(".", 1)[-1]
+    if cls == "java.lang.OutOfMemoryError":
+        line += " (give Spark more memory: spark.driver.memory / spark.executor.memory)"
+    return f"{line} (reading {reading})" if reading and reading not in line else line

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .errors import ConfigError
 
 CHANNELS = ("train", "validation", "test")
+LONG_MAX = 2**63 - 1  # a Spark or Java seed is a long
 PREDICTOR_TYPES = ("binary_classifier", "multiclass_classifier", "regressor")
 
 
@@ -204,6 +205,45 @@ class ScheduleConfig:
     role_arn: str | None = None  # the state machine's role (iam-policy: state_machine)
     scheduler_role_arn: str | None = None  # the role EventBridge Scheduler starts it as
     convert_retries: int = 1  # the conversion step again after a failure (idempotent)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: at least ``low`` (above it when ``above``: a
+    positive duration), at most ``high``; ``why`` says what the bound is, in the message."""
+
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+    why: str = ""
+
+
+# Every numeric setting outside training.sagemaker, checked by jobs.config before anything
+# runs (a test keeps this complete). training.sagemaker's numbers go into CreateTrainingJob and
+# are checked against botocore's service model before any work (training.sagemaker.preflight).
+RANGES = {
+    "input.seed": Range(0, LONG_MAX),
+    "output.max_shard_mb": Range(1, 512 * 1024, why="a shard of at most 512 GB"),
+    "output.shards": Range(1, 1_000_000),
+    "output.seed": Range(0, LONG_MAX),
+    "output.lease_timeout_s": Range(0, above=True),
+    "output.keep": Range(1, why="or null: keep every run"),
+    "read.batch_rows": Range(1, 2**31 - 1, why="rows per Arrow batch"),
+    "read.read_ahead": Range(0, 64, why="0: no reader thread"),
+    "read.ranges_in_flight": Range(1, 64, why="1: one GET at a time"),
+    "read.range_mb": Range(1, 5 * 1024),
+    "read.max_task_mb": Range(1),
+    "read.open_cost_mb": Range(0),
+    "s3.max_attempts": Range(1, 100, why="the first attempt included"),
+    "s3.part_size_mb": Range(5, 5120, why="S3's parts are 5 MB to 5 GB"),
+    "s3.parts_in_flight": Range(1, 64, why="1: one part at a time"),
+    "spark.progress_s": Range(0, why="0 turns progress lines off"),
+    "training.num_classes": Range(3, 1_000_000, why="linear-learner's multiclass range"),
+    "training.sagemaker.poll_seconds": Range(0, why="0: ask again at once"),
+    "training.sagemaker.shuffle_seed": Range(0, LONG_MAX),
+    "emr.poll_seconds": Range(0, why="0: ask again at once"),
+    "schedule.convert_retries": Range(0, 10),
+}
 
 
 @dataclass

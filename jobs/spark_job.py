@@ -97,6 +97,10 @@ def convert(
     check_paths(config, inputs=dataframe is None)
     inputs = [] if dataframe is not None else sum(config.channels().values(), [])
     require_credentials([config.output.path, *inputs], "the conversion reads or writes it")
+    if spark is None:
+        from .session import check_master
+
+        check_master(config.spark.master)
     # listing the inputs and reading their footers (seconds for many files on S3) overlaps
     # taking the lease, surveying the output and starting Spark
     with _discovery(config, dataframe) as discovery:
@@ -136,7 +140,11 @@ def convert(
         except (JobError, KeyboardInterrupt):
             raise
         except Exception as exc:  # Py4J/Spark errors: what failed and why, in one line
-            raise StorageError(f"the conversion failed: {spark_failure(str(exc))}") from exc
+            from .session import jvm_failure, spark_failure
+
+            memory = config.spark.conf.get("spark.driver.memory", "1g")
+            why = jvm_failure(spark, exc, memory) or spark_failure(str(exc))
+            raise StorageError(f"the conversion failed: {why}") from exc
         finally:
             if own_lease:
                 lease.release()
@@ -435,6 +443,9 @@ class Conversion:
         schema = next(iter(frames.values())).schema
         columns = _spark_columns(schema)
         label_cols = referenced_columns(cfg.select.label or "", [c.name for c in columns])
+        if cfg.select.label:
+            for df in frames.values():
+                self._check_text_label(df)
         layout, names = resolve_features(
             cfg.select.features, columns, label_cols, _index_columns(inventories)
         )
@@ -466,6 +477,31 @@ class Conversion:
         if cfg.input.filter:
             frames = {c: df.where(cfg.input.filter) for c, df in frames.items()}
         return frames
+
+    def _check_text_label(self, df) -> None:
+        """A label that is text casts to FLOAT as Spark casts it: 'yes' and 'no' become null,
+        which would read as "null labels". Say what they are instead, before anything is
+        written (one pass over the label's columns, only for a text label)."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import StringType
+        from pyspark.sql.utils import AnalysisException
+
+        text = self.config.select.label
+        try:
+            label = F.expr(text)
+            if not isinstance(df.select(label).schema[0].dataType, StringType):
+                return
+            # try_cast: under ANSI a plain CAST of 'yes' fails the scan instead of returning it
+            cast = F.expr(f"try_cast(({text}) AS FLOAT)")
+            bad = df.where(label.isNotNull() & cast.isNull()).select(label).limit(3).collect()
+        except AnalysisException:
+            return  # _select names the problem
+        if bad:
+            seen = ", ".join(repr(v) for v in dict.fromkeys(r[0] for r in bad))
+            raise InputError(
+                f"select.label {text!r} is text, and some of it is not a number ({seen}): a "
+                f"label is a number or a condition, e.g. CAST(({text}) = 'yes' AS FLOAT)"
+            )
 
     def _select(self, df, layout: str, names: list[str]):
         """The DataFrame the Spark path encodes: LABEL, then FEATURES as one column."""
@@ -782,23 +818,3 @@ def _task_start() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         root.setLevel(os.environ.get("JOBS_TASK_LOG_LEVEL", "INFO"))
-
-
-def spark_failure(text: str) -> str:
-    """One line from a Spark job failure: how often the task failed, and its last Python error
-    (what our task raised) or else the first Java exception line."""
-    attempts = re.search(r"Task (\d+) in stage \S+ failed (\d+) times", text)
-    lines = [ln.strip() for ln in text.splitlines()]
-    python = [
-        ln
-        for ln in lines
-        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception): ", ln)
-        and not ln.startswith(("org.apache.", "java.", "py4j.", "scala."))
-    ]
-    java = [ln for ln in lines if "Exception:" in ln or "Error:" in ln]
-    cause = python[-1] if python else java[0] if java else lines[0] if lines else text
-    cause = re.sub(r"^jobs\.errors\.\w+: ", "", cause)
-    if attempts:
-        task, times = attempts.groups()
-        cause = f"task {task} failed {times} times; last error: {cause}"
-    return cause[:2000]

@@ -51,6 +51,10 @@ def with_string(path):
     return numbers(path, name=["w", "x", "y", "z"])
 
 
+def text_label(path):
+    return _table(path, a=[1.0, 2.0, 3.0, 4.0], target=["yes", "no", "yes", "1"])
+
+
 def ragged(path):
     return _table(path, px=[[1.0, 2.0], [1.0], [3.0, 4.0], [5.0]], target=[0, 1, 0, 1])
 
@@ -211,6 +215,12 @@ CASES = [
         label_null,
         "label: 1 row in {src}/part-00000.parquet with a null, NaN or infinite label "
         "(set select.invalid: drop to leave them out)",
+    ),
+    Case(
+        "text-label",
+        text_label,
+        "select.label 'target' is text, and some of it is not a number ('yes', 'no'): a label "
+        "is a number or a condition, e.g. CAST((target) = 'yes' AS FLOAT)",
     ),
     Case(
         "label-reads-a-missing-column",

@@ -250,3 +250,132 @@ def test_attach_and_logs_follow_a_job_as_real_processes(moto_server, bucket, tmp
     assert "no committed run at" in attached.stderr  # printed only, nothing written
     logs = jobs("logs", "attach-me", "--config", "conf/local.yaml", *sets)
     assert logs.returncode == 0, logs.stderr[-2000:]
+
+
+def _brotli(tmp_path):
+    """A Parquet file pyarrow writes and Spark's reader has no codec for."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "br").mkdir()
+    table = pa.table({"a": [0.5, 1.5, 2.5], "target": [0, 1, 0]})
+    pq.write_table(table, tmp_path / "br" / "part-0.parquet", compression="brotli")
+    return tmp_path / "br"
+
+
+def _config_file(tmp_path, text: str | bytes):
+    path = tmp_path / "job.yaml"
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    return str(path)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
+
+
+# (id, argv from tmp_path and the moto URL, exit code, what the one line says): one per class of
+# failure the CLI meets from YAML, the OS, botocore, pyarrow's files, Py4J and Spark's tasks.
+FAILURES = [
+    ("yaml-list", lambda t, m: ["convert", "--config", _config_file(t, "- a\n- b\n")], 2,
+     "error: config: expected a mapping, got ['a', 'b']"),
+    ("yaml-binary", lambda t, m: ["convert", "--config", _config_file(t, b"\x7fELF\x02\xd0\xff")],
+     2, "is not a text (UTF-8) file"),
+    ("setting-out-of-range", lambda t, m: ["convert", "--set", "read.batch_rows=0"], 2,
+     "error: read.batch_rows must be at least 1 (rows per Arrow batch): got 0"),
+    ("unset-variable", lambda t, m: ["convert", "--set", "output.path=$JOBS_NOT_SET/out"], 2,
+     "error: output.path '$JOBS_NOT_SET/out': $JOBS_NOT_SET is not set in the environment"),
+    ("endpoint-without-scheme",
+     lambda t, m: ["inspect", "s3://b/x", "--set", "s3.endpoint_url=localhost:9000"], 2,
+     "error: s3.endpoint_url 'localhost:9000' is not an http:// or https:// URL"),
+    ("os-not-a-directory",
+     lambda t, m: ["sample", "--out", str(_config_file(t, "x")) + "/d", "--synthetic"], 2,
+     "error: Not a directory: "),
+    ("aws-no-such-bucket",
+     lambda t, m: ["inspect", "s3://no-such-bucket-here/x", "--set", f"s3.endpoint_url={m}"], 2,
+     "error: AWS refused ListObjectsV2 (NoSuchBucket: The specified bucket does not exist: "
+     "no-such-bucket-here)"),
+    ("aws-invalid-bucket-name",
+     lambda t, m: ["inspect", "s3://Bad_Bucket/x", "--set", f"s3.endpoint_url={m}"], 2,
+     "Bad_Bucket); check the name: S3 bucket names are 3-63 lowercase letters"),
+    ("arrow-not-recordio", lambda t, m: ["inspect", _config_file(t, "not shards\n")], 3,
+     "corrupt RecordIO at byte offset 0"),
+    ("spark-unreachable-master",
+     lambda t, m: ["convert", "--set", f"spark.master=spark://127.0.0.1:{_closed_port()}"], 2,
+     "no Spark master answers (127.0.0.1:"),
+    ("py4j-root-cause",
+     lambda t, m: ["convert", "--set", f"input.paths={{train: [{_brotli(t)}]}}", "--set",
+                   "select.label=target", "--set", "read.path=spark", "--set",
+                   f"output.path={t / 'out'}", "--set", "training.backend=none"], 2,
+     "BrotliCodec was not found (reading file://"),
+]  # fmt: skip
+
+
+@pytest.mark.spark
+@pytest.mark.aws
+@pytest.mark.parametrize(
+    "argv, code, line", [f[1:] for f in FAILURES], ids=[f[0] for f in FAILURES]
+)
+def test_every_class_of_failure_is_one_line_never_unexpected(
+    spark, moto_server, tmp_path, capsys, monkeypatch, argv, code, line
+):
+    """In-process through ``jobs.cli.main``, as a user's command runs: the exit code and one
+    line that says what to change; never "unexpected", never a traceback or a bare "Details:"."""
+    from jobs.cli import main
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("JOBS_NOT_SET", raising=False)
+    assert main(argv(tmp_path, moto_server)) == code
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]
+    assert line in last, err[-2000:]
+    assert "unexpected" not in err and "Traceback" not in err
+    assert not last.endswith(("Details:", ":")), last
+
+
+@pytest.mark.processes
+def test_a_driver_out_of_heap_says_so_in_seconds(tmp_path):
+    """A wide input (here 3,000 columns on the Spark path) in a heap too small for its plan:
+    the JVM stops on its OutOfMemoryError and the CLI names it and the setting to raise,
+    instead of a minute-long collection followed by "Connection refused". Its own process:
+    the JVM's exit is the point. GC limits are tightened only so that it fails in seconds."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.session import JVM_OPTIONS
+
+    (tmp_path / "wide").mkdir()
+    x = np.random.default_rng(0).random((10, 3000), dtype=np.float32)
+    columns = {f"c{i}": x[:, i] for i in range(3000)} | {"target": np.arange(10) % 2}
+    pq.write_table(pa.table(columns), tmp_path / "wide" / "part-0.parquet")
+    sets = {
+        "input.paths": f"{{train: [{tmp_path / 'wide'}]}}",
+        "select.label": "target",
+        "read.path": "spark",
+        "output.path": str(tmp_path / "out"),
+        "training.backend": "none",
+        "spark.conf": "{spark.driver.memory: 96m, spark.testing.memory: '1073741824', "
+        f"spark.driver.extraJavaOptions: '{JVM_OPTIONS} -XX:GCTimeLimit=20 "
+        "-XX:GCHeapFreeLimit=40'}",
+    }
+    done = jobs("convert", "--quiet", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")])
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the conversion failed: Spark's driver JVM ran out of memory "
+        "(java.lang.OutOfMemoryError with spark.driver.memory 96m) and exited: give it more, "
+        "e.g. --set spark.conf.spark.driver.memory=4g"
+    )
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.recordio"))
+
+
+@pytest.mark.spark
+def test_a_local_driver_jvm_runs_with_an_exit_on_out_of_memory(spark):
+    """What the test above tightens, the JVM itself reports as running by default."""
+    from jobs.session import JVM_OPTIONS
+
+    bean = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    assert set(JVM_OPTIONS.split()) <= set(bean.getInputArguments())

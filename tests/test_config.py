@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import re
+
 import pytest
 
 from jobs.config import dated, load_config, logical_date, resolve_templates
@@ -237,7 +240,7 @@ def test_an_unfilled_placeholder_is_named():
 
 
 def test_config_means_what_it_says(tmp_path, monkeypatch):
-    """A second section, a `#` in a --set value, `~`, a binary file, a zero batch."""
+    """A second section, a `#` in a --set value, `~` and `$VAR`, a binary file, a zero batch."""
     dup = tmp_path / "dup.yaml"
     dup.write_text("output:\n  path: a\ninput:\n  path: x\noutput:\n  path: b\n")
     with pytest.raises(ConfigError, match=r"key 'output' appears twice \(lines 1 and 5\)"):
@@ -253,9 +256,72 @@ def test_config_means_what_it_says(tmp_path, monkeypatch):
     assert home.input.paths["test"] == [f"{tmp_path}/t1", f"{tmp_path}/t2"]
     split = load_config(None, ["input.path=[~/a, ~/b]", "input.split={train: 1.0}"])
     assert split.input.path == [f"{tmp_path}/a", f"{tmp_path}/b"]
+    monkeypatch.setenv("BUCKET", "my-bucket")
+    monkeypatch.delenv("NOPE", raising=False)
+    sets = ["input.paths.train=s3://$BUCKET/in", "output.path=${BUCKET}-out",
+            "training.local.model_dir=~/m", "emr.log_uri=s3://$BUCKET/logs/"]  # fmt: skip
+    var = load_config(None, sets)
+    assert var.input.paths["train"] == ["s3://my-bucket/in"]
+    assert var.output.path == "my-bucket-out" and var.emr.log_uri == "s3://my-bucket/logs/"
+    assert var.training.local.model_dir == str(tmp_path / "m")
+    with pytest.raises(ConfigError, match=r"input.paths.test '\$NOPE/t': \$NOPE is not set"):
+        load_config(None, ["input.paths.test=$NOPE/t"])
     binary = tmp_path / "conf.yaml"
     binary.write_bytes(b"\x7fELF\x02\x01\x01\x00\xd0\xff")
     with pytest.raises(ConfigError, match="is not a text"):
         load_config(binary)
     with pytest.raises(ConfigError, match="read.batch_rows must be at least 1"):
         load_config(None, ["read.batch_rows=0"])
+
+
+def _numeric_settings(cls=None, prefix=""):
+    """Every int or float leaf of the settings, as a dotted key."""
+    import dataclasses
+    import typing
+
+    from jobs.settings import JobConfig
+
+    cls = cls or JobConfig
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        args = set(typing.get_args(hint)) - {type(None)} or {hint}
+        key = f"{prefix}{f.name}"
+        if any(dataclasses.is_dataclass(a) for a in args):
+            yield from _numeric_settings(next(iter(args)), key + ".")
+        elif args & {int, float} and not args & {bool, str}:
+            yield key
+
+
+# numbers that go into CreateTrainingJob: botocore's service model checks them (preflight)
+REQUEST_NUMBERS = {
+    "training.sagemaker.instance_count",
+    "training.sagemaker.volume_size_gb",
+    "training.sagemaker.max_runtime_seconds",
+    "training.sagemaker.max_wait_seconds",
+    "training.sagemaker.max_retry_attempts",
+}
+
+
+def test_every_numeric_setting_has_a_range_checked_before_anything_runs():
+    """A new number in the settings fails here until its range is stated; each bound is
+    refused by name, and the bound itself is accepted."""
+    from jobs.settings import RANGES
+
+    assert set(_numeric_settings()) - REQUEST_NUMBERS == set(RANGES)
+    base = ["training.predictor_type=multiclass_classifier", "training.num_classes=3",
+            "output.path=runs/{date}"]  # fmt: skip
+    for key, bound in RANGES.items():
+        if bound.low is not None:
+            step = 0.5 if bound.above else 1
+            below = bound.low if bound.above else bound.low - step
+            with pytest.raises(ConfigError, match=rf"^{re.escape(key)} must be .*: got "):
+                load_config(None, [*base, f"{key}={below}"])
+            ok = bound.low + (step if bound.above else 0)
+            assert (
+                functools.reduce(getattr, key.split("."), load_config(None, [*base, f"{key}={ok}"]))
+                == ok
+            )
+        if bound.high is not None:
+            with pytest.raises(ConfigError, match=rf"^{re.escape(key)} must be at most "):
+                load_config(None, [*base, f"{key}={bound.high + 1}"])
+            load_config(None, [*base, f"{key}={bound.high}"])

@@ -1,8 +1,8 @@
 """Inputs as users' writers leave them, against Spark itself: hypothesis writes Parquet files
-(pyarrow with every type Spark reads, pandas with and without its row index, mixed schemas
-across files) and folder layouts (plain and key=value folders, hidden names, empty files,
-symlinks). Spark's ``spark.read.parquet`` is the oracle for which files are read, which columns
-are partition columns, which columns are features, and every feature value as
+(pyarrow with every type Spark reads, pandas with and without its row index, Spark's own
+writer, mixed schemas across files) and folder layouts (plain and key=value folders, hidden
+names, empty files, symlinks). Spark's ``spark.read.parquet`` is the oracle for which files are
+read, which columns are partition columns, which columns are features, and every feature value as
 ``CAST(… AS FLOAT)``; the direct path's discovery and task reader must agree, or decline the
 layout (the Spark path reads it). Failures found are kept as ``@example``s."""
 
@@ -71,7 +71,8 @@ def columns(draw, n: int):
         precision = draw(st.integers(1, most))
         scale = draw(st.integers(0, precision))
         bound = 10**precision - 1
-        units = st.integers(-bound, bound).map(lambda u: decimal.Decimal(u).scaleb(-scale))
+        exact = decimal.Context(prec=80)  # the default 28 digits would round 29-38 digit units
+        units = st.integers(-bound, bound).map(lambda u: decimal.Decimal(u).scaleb(-scale, exact))
         return make(precision, scale), draw(st.lists(units | nulls, min_size=n, max_size=n))
     if kind == "null":
         return pa.null(), [None] * n
@@ -115,15 +116,16 @@ def datasets(draw):
                 cols[name] = pa.array(values, t)
         cols[RID] = pa.array(range(rid, rid + n), pa.int32())
         rid += n
-        writer = draw(st.sampled_from(["pyarrow", "pandas", "pandas-index"]))
+        # Spark's writer costs a job: one file in eight (and an @example every run)
+        writer = draw(st.sampled_from(["pyarrow"] * 3 + ["pandas", "pandas-index"] * 2 + ["spark"]))
         files.append((pa.table(cols), writer))
     return files
 
 
-def _write(folder: Path, files) -> None:
+def _write(folder: Path, files, spark) -> None:
     for i, (table, writer) in enumerate(files):
         path = folder / f"part-{i}.parquet"
-        if writer == "pyarrow":
+        if writer == "pyarrow" or (writer == "spark" and not _spark_wrote(spark, table, path)):
             pq.write_table(table, path)
             continue
         try:
@@ -137,6 +139,26 @@ def _write(folder: Path, files) -> None:
             frame.to_parquet(path, index=writer == "pandas-index")
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError):
             pq.write_table(table, path)
+
+
+def _spark_wrote(spark, table: pa.Table, path: Path) -> bool:
+    """``table`` as Spark's own writer leaves it (INT96 timestamps, unsigned ints widened,
+    its encodings); False when Spark cannot read what pyarrow writes of it."""
+    work = Path(tempfile.mkdtemp(prefix="spark-writer-"))
+    try:
+        pq.write_table(table, work / "in.parquet")
+        try:
+            spark.read.parquet(str(work / "in.parquet")).coalesce(1).write.parquet(
+                str(work / "out")
+            )
+        except Exception:  # float16, decimals over 38 digits: Spark reads no such file
+            return False
+        (part,) = (work / "out").glob("part-*.parquet")
+        shutil.move(part, path)
+        STATS["spark_written"] += 1
+        return True
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _bits(values: np.ndarray, nulls) -> list:
@@ -153,7 +175,8 @@ def _spark_bits(row_values) -> list:
     return [None if v is None else "nan" if v != v else np.float32(v).tobytes() for v in row_values]
 
 
-STATS = {"compared": 0, "values": 0, "arrays": 0, "refused": 0, "conflict": 0, "spark_cannot": 0}
+STATS = {"compared": 0, "values": 0, "arrays": 0, "refused": 0, "conflict": 0, "spark_cannot": 0,
+         "spark_written": 0}  # fmt: skip
 
 
 def _features(columns, index) -> tuple | str:
@@ -174,10 +197,13 @@ def _features(columns, index) -> tuple | str:
                            RID: pa.array([0, 1], pa.int32())}), "pyarrow"),
                 (pa.table({"c0": pa.array([[2.0]], pa.large_list(pa.float32())),
                            RID: pa.array([2], pa.int32())}), "pyarrow")])  # fmt: skip
+@example(files=[(pa.table({"c0": pa.array([7, 2**32 - 1], pa.uint32()),  # widened to bigint
+                           "c1": pa.array([0, 2**50], pa.timestamp("us")),  # INT96
+                           RID: pa.array([0, 1], pa.int32())}), "spark")])  # fmt: skip
 def test_features_and_values_are_what_spark_reads(spark, files):
     folder = Path(tempfile.mkdtemp(prefix="types-"))
     try:
-        _write(folder, files)
+        _write(folder, files, spark)
         try:
             inventory = parquet.discover([str(folder)], S3Settings())
         except InputError as exc:
@@ -252,6 +278,7 @@ def test_the_generated_inputs_were_mostly_compared():
     print(STATS)
     assert STATS["compared"] >= EXAMPLES // 2, STATS
     assert STATS["values"] >= EXAMPLES // 2, STATS
+    assert STATS["spark_written"] >= 1, STATS
 
 
 DEVIATIONS = ["a", "_hid", ".hid", "_k=3", "j=x", "k=1"]
