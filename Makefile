@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 # sagemaker-pyspark pins pyspark==3.3.0; we run 3.5.x, so it is installed without its dependencies.
 SAGEMAKER_PYSPARK := sagemaker-pyspark==1.4.5
 
-.PHONY: setup setup-spark4 java protobuf-jar node-python test test-spark4 test-fast run bench lint clean lock package
+.PHONY: setup setup-spark4 java protobuf-jar node-python test test-spark4 test-fast run bench lint docs clean lock package
 
 setup: $(STAMP)
 
@@ -119,6 +119,9 @@ package: setup
 
 bench: setup
 	$(PY) -m bench
+
+docs: setup  # docs/configuration.md from jobs/settings.py
+	$(PY) -c "from jobs.config import reference_page; print(reference_page(), end='')" > docs/configuration.md
 
 lint: setup
 	$(PY) -m ruff check jobs tests bench

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .settings import CHANNELS, PREDICTOR_TYPES, RANGES, JobConfig
+from .settings import CHANNELS, LONG_MAX, PREDICTOR_TYPES, RANGES, JobConfig
 
 
 @dataclass(frozen=True)
@@ -461,3 +461,83 @@ def dated(when: datetime, run_id: str | None = None) -> dict[str, str]:
     """The template values of a run for ``when`` (and ``run_id``, when it is known)."""
     values = {"date": when.strftime("%Y-%m-%d"), "time": when.strftime("%H%M%S")}
     return values | ({"run_id": run_id} if run_id else {})
+
+
+def _field_notes() -> dict[tuple[str, str], str]:
+    """(class name, field name) → the comment on the field's line in jobs/settings.py, with
+    any comment lines right above it: the settings' documentation lives beside them."""
+    import inspect
+    import io
+    import tokenize
+
+    from . import settings
+
+    notes: dict[tuple[str, str], str] = {}
+    cls, above, line_of = None, [], {}
+    tokens = list(tokenize.generate_tokens(io.StringIO(inspect.getsource(settings)).readline))
+    for i, tok in enumerate(tokens):
+        if tok.type == tokenize.NAME and tok.string == "class" and tok.start[1] == 0:
+            cls, above = tokens[i + 1].string, []
+        elif tok.type == tokenize.COMMENT:
+            text = tok.string.lstrip("#").strip()
+            if tok.line.strip().startswith("#"):
+                above.append(text)
+            elif tok.start[0] in line_of:
+                notes[line_of[tok.start[0]]] = " ".join([*above, text])
+                above = []
+        elif (
+            cls and tok.type == tokenize.NAME and tok.start[1] == 4
+            and tokens[i + 1].string == ":"
+        ):  # fmt: skip
+            line_of[tok.start[0]] = (cls, tok.string)
+            if above:
+                notes[(cls, tok.string)] = " ".join(above)
+            above = []
+        elif tok.type == tokenize.NL and not tok.line.strip():
+            above = []
+    return notes
+
+
+def reference_page() -> str:
+    """docs/configuration.md: every config key, its default, what it takes and what it means,
+    generated from the settings dataclasses and their comments."""
+    notes = _field_notes()
+    rows = []
+
+    def walk(cls, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}{f.name}"
+            args = set(typing.get_args(hints[f.name])) - {type(None)} or {hints[f.name]}
+            nested = [a for a in args if dataclasses.is_dataclass(a)]
+            if nested:
+                walk(nested[0], key + ".")
+                continue
+            default = getattr(defaults, f.name)
+            shown = "—" if default in (None, [], {}) else f"`{default}`"
+            takes = " \\| ".join(map(str, _CHOICES.get(key, ())))
+            bound = RANGES.get(key)
+            if bound:
+                low = "" if bound.low is None else f"{'>' if bound.above else '≥'} {bound.low:g}"
+                high = "" if bound.high is None else f"≤ {bound.high:,}"
+                high = "≤ 2^63 - 1" if bound.high == LONG_MAX else high
+                takes = ", ".join(x for x in (low, high) if x)
+            note = notes.get((cls.__name__, f.name), "")
+            rows.append(f"| `{key}` | {shown} | {takes} | {note.replace('|', '/')} |")
+
+    walk(JobConfig, "")
+    head = [
+        "# Configuration",
+        "",
+        "Every key of a config file (`--config`) or `--set key.path=value`, generated from",
+        "`jobs/settings.py` by `make docs` (a test fails when this page is not current). An",
+        "unknown key, a value of the wrong type, a choice not listed or a number out of its",
+        "range is refused by name before anything runs. `~` and `$VAR` in paths are expanded",
+        "(an unset variable is refused). `conf/local.yaml` is the embedded default and",
+        "`conf/emr.yaml` a complete EMR example.",
+        "",
+        "| key | default | takes | meaning |",
+        "|---|---|---|---|",
+    ]
+    return "\n".join([*head, *rows]) + "\n"

@@ -22,14 +22,15 @@ PREDICTOR_TYPES = ("binary_classifier", "multiclass_classifier", "regressor")
 class S3Settings:
     """How to reach S3; travels to the executors inside each task's closure (no secrets)."""
 
-    endpoint_url: str | None = None
-    region: str | None = None
-    retry_mode: str = "standard"
+    endpoint_url: str | None = None  # an S3-compatible endpoint (http(s)://host:port); unset: AWS
+    region: str | None = None  # unset: the AWS default chain's region
+    retry_mode: str = "standard"  # botocore's retry mode
     max_attempts: int = 10  # in total, the first attempt included (as the AWS CLI counts)
     part_size_mb: int = 8  # s3transfer's chunk size too; grows past 2,000 parts (storage.s3)
     parts_in_flight: int = 4  # parts of one shard uploading at once, while the task encodes
     sse: str | None = None  # AES256 | aws:kms
-    kms_key_id: str | None = None
+    kms_key_id: str | None = None  # the KMS key for sse: aws:kms (unset: the bucket's default)
+    # an account id: every S3 call fails on a bucket someone else owns
     expected_bucket_owner: str | None = None
 
     def put_args(self) -> dict:
@@ -54,10 +55,11 @@ class S3Settings:
 class FeatureSpec:
     """Exactly one of columns / pattern / array / vector, or none: every numeric column."""
 
-    columns: list[str] | None = None
+    columns: list[str] | None = None  # these columns, in this order
     pattern: str | None = None  # a regular expression matched against whole column names
     array: str | None = None  # one array<float|double> column
     vector: str | None = None  # one Spark ML Vector column (Spark path)
+    # columns left out of the numeric, columns or pattern features
     exclude: list[str] = field(default_factory=list)
 
     @property
@@ -74,10 +76,12 @@ class FeatureSpec:
 class InputConfig:
     """Per-channel inputs (``paths``), or one input split by ``split`` fractions and ``seed``."""
 
+    # channel → Parquet files, folders or globs (local, s3://, s3a://)
     paths: dict[str, list[str]] = field(default_factory=dict)
-    path: list[str] | None = None
+    path: list[str] | None = None  # one input to split into channels by input.split
+    # channel → fraction of input.path's rows (they sum to 1)
     split: dict[str, float] = field(default_factory=dict)
-    seed: int = 42
+    seed: int = 42  # the split's seed: the same seed, the same rows per channel
     filter: str | None = None  # a Spark SQL predicate
 
 
@@ -90,10 +94,11 @@ class SelectConfig:
 
 @dataclass
 class OutputConfig:
+    # the run's folder (local or s3://); {date}, {time}, {run_id} filled per run
     path: str = "out/shards"
     mode: str = "error"  # error | overwrite | resume (a retry: a committed run is kept, not redone)
     encoding: str = "auto"  # dense | sparse | auto
-    max_shard_mb: int = 128
+    max_shard_mb: int = 128  # a task starts a new shard past this size
     shards: int | None = None  # an exact count per channel
     shuffle: str = "none"  # none | rows: a seeded global row shuffle (a Spark shuffle)
     seed: int = 42  # for shuffle: rows
@@ -105,13 +110,13 @@ class OutputConfig:
     # set by the tool when it fills output.path's templates: the series' template and the
     # run's logical date (recorded in run.json; they find a run's siblings and order them)
     series: str | None = None
-    logical_date: str | None = None
+    logical_date: str | None = None  # (set by the tool, as output.series)
 
 
 @dataclass
 class ReadConfig:
     path: str = "auto"  # auto | direct | spark
-    batch_rows: int = 8192
+    batch_rows: int = 8192  # rows per Arrow batch read and encoded at once
     read_ahead: int = 2  # direct path: batches a reader thread reads ahead (0: read inline)
     ranges_in_flight: int = 4  # direct path: ranged GETs of a file on the wire at once
     range_mb: int = 8  # direct path: column chunks coalesced into GETs of up to this size
@@ -123,40 +128,45 @@ class ReadConfig:
 @dataclass
 class SparkConfig:
     master: str | None = "local[2]"  # None on a cluster: spark-submit decides
-    app_name: str = "sagemaker-shards"
+    app_name: str = "sagemaker-shards"  # the Spark application's name
+    # Spark settings for the session this job starts (spark.* keys)
     conf: dict[str, str] = field(default_factory=dict)
     progress_s: float = 10.0  # a progress line this often while tasks run (0: none)
 
 
 @dataclass
 class SageMakerConfig:
-    region: str | None = None
+    region: str | None = None  # unset: the AWS default chain's region
+    # the execution role SageMaker trains as (iam-policy: sagemaker_role)
     role_arn: str | None = None
-    image_uri: str | None = None
-    instance_type: str = "ml.m5.xlarge"
-    instance_count: int = 1
-    volume_size_gb: int = 30
-    volume_kms_key_id: str | None = None
-    max_runtime_seconds: int = 86400
-    max_wait_seconds: int | None = None
-    output_path: str | None = None
-    output_kms_key_id: str | None = None
+    image_uri: str | None = None  # unset: linear-learner's image in the region
+    instance_type: str = "ml.m5.xlarge"  # the training instance type
+    instance_count: int = 1  # training instances
+    volume_size_gb: int = 30  # each instance's EBS volume
+    volume_kms_key_id: str | None = None  # KMS key for that volume
+    max_runtime_seconds: int = 86400  # SageMaker stops the job after this long
+    max_wait_seconds: int | None = None  # spot only: the most to wait for capacity and run
+    output_path: str | None = None  # where the model goes; unset: <output.path>/training/sagemaker
+    output_kms_key_id: str | None = None  # KMS key for the model artifact
+    # job names are <prefix>-<run id>-<6 hex> (at most 33 characters)
     job_name_prefix: str = "linear-learner"
     input_mode: str = "File"  # File | Pipe | FastFile
+    # channel → input mode, overriding input_mode
     channel_input_modes: dict[str, str] = field(default_factory=dict)
     data_type: str = "ManifestFile"  # ManifestFile | S3Prefix
-    shuffle_seed: int | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    subnets: list[str] = field(default_factory=list)
+    shuffle_seed: int | None = None  # SageMaker shuffles the shard list per epoch with this seed
+    tags: dict[str, str] = field(default_factory=dict)  # tags on the training job
+    subnets: list[str] = field(default_factory=list)  # VPC subnets (with security_group_ids)
+    # VPC security groups (with subnets)
     security_group_ids: list[str] = field(default_factory=list)
-    network_isolation: bool = False
-    inter_container_encryption: bool = False
-    spot: bool = False
-    checkpoint_s3_uri: str | None = None
-    max_retry_attempts: int | None = None
+    network_isolation: bool = False  # the container gets no network
+    inter_container_encryption: bool = False  # encrypt traffic between training instances
+    spot: bool = False  # managed spot training (set max_wait_seconds)
+    checkpoint_s3_uri: str | None = None  # checkpoints for spot training
+    max_retry_attempts: int | None = None  # SageMaker's own retries of an internal failure (1-30)
     endpoint_url: str | None = None  # a SageMaker-compatible endpoint (tests)
-    logs_endpoint_url: str | None = None
-    poll_seconds: float = 30.0
+    logs_endpoint_url: str | None = None  # a CloudWatch Logs-compatible endpoint (tests)
+    poll_seconds: float = 30.0  # how often a waiting command asks for the job's status
 
 
 @dataclass
@@ -167,8 +177,9 @@ class LocalTrainerConfig:
 @dataclass
 class TrainingConfig:
     backend: str = "local"  # local | sagemaker | none
-    predictor_type: str = "binary_classifier"
-    num_classes: int | None = None
+    predictor_type: str = "binary_classifier"  # linear-learner's predictor_type
+    num_classes: int | None = None  # required for a multiclass_classifier
+    # linear-learner hyperparameters, checked by name and type
     hyperparameters: dict[str, typing.Any] = field(default_factory=dict)
     sagemaker: SageMakerConfig = field(default_factory=SageMakerConfig)
     local: LocalTrainerConfig = field(default_factory=LocalTrainerConfig)
@@ -179,19 +190,20 @@ class EmrConfig:
     """Where `emr-step` puts the packaged artifacts and how it submits the step."""
 
     artifacts_uri: str | None = None  # s3:// prefix for jobs.pex, main.py and resolved configs
-    step_name: str = "sagemaker-shards"
+    step_name: str = "sagemaker-shards"  # the EMR step's name
     action_on_failure: str = "CONTINUE"  # CONTINUE | CANCEL_AND_WAIT | TERMINATE_CLUSTER
     command: str = "run"  # run | convert
-    deploy_mode: str = "cluster"
+    deploy_mode: str = "cluster"  # spark-submit --deploy-mode
+    # more spark-submit arguments, e.g. [--conf, spark.executor.memory=4g]
     spark_submit_args: list[str] = field(default_factory=list)
-    region: str | None = None
+    region: str | None = None  # the cluster's region; unset: the AWS default chain's
     # where a node's containers unpack jobs.pex: once per node, not once per container
     pex_root: str = "/tmp/sagemaker-shards-pex"
     # the cluster's LogUri (s3://…/): the submitter's policy may then read it, and `emr-step
     # --wait` shows a failed step's own error line from the driver's log there
     log_uri: str | None = None
     endpoint_url: str | None = None  # an EMR-compatible endpoint (tests)
-    poll_seconds: float = 30.0
+    poll_seconds: float = 30.0  # how often emr-step --wait asks for the step's status
 
 
 @dataclass
@@ -201,7 +213,7 @@ class ScheduleConfig:
 
     name: str = "sagemaker-shards"  # the state machine's and the schedule's name
     expression: str = "cron(0 3 * * ? *)"  # EventBridge Scheduler: every day at 03:00
-    timezone: str = "UTC"
+    timezone: str = "UTC"  # the schedule expression's time zone
     role_arn: str | None = None  # the state machine's role (iam-policy: state_machine)
     scheduler_role_arn: str | None = None  # the role EventBridge Scheduler starts it as
     convert_retries: int = 1  # the conversion step again after a failure (idempotent)

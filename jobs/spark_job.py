@@ -17,57 +17,30 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
-import os
 import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import pyarrow as pa
-
-from . import __version__, parquet
-from .contract import Report, RunMetadata, report_from_json, report_to_json, summarize_run
-from .errors import InputError, JobError, StorageError
-from .expressions import referenced_columns
+from . import __version__
+from .contract import RunMetadata, summarize_run
+from .errors import JobError, StorageError
 from .handoff import DriverCompletions
 from .interrupts import INTERRUPTS
 from .lease import Lease, take
-from .planning import (
-    Column,
-    Plan,
-    ReadChoice,
-    arrow_columns,
-    choose_read_path,
-    decide,
-    declared_size,
-    needs_sample,
-    resolve_features,
-    selector,
-)
+from .planning import Plan, selector
 from .preflight import check_paths
 from .progress import Progress
 from .runinfo import RunLayout
-from .selection import FEATURES, LABEL
+from .runners import Shuffled
 from .settings import JobConfig
+from .spark_planning import Planner, inventories
 from .storage import Location, Store, require_credentials
-from .task import (
-    SHUFFLE_DDL,
-    ShufflePlan,
-    TaskPlan,
-    encode_partition,
-    filtered,
-    write_partition,
-    write_shuffled,
-)
-from .worker import settle
+from .task import TaskPlan
 
 log = logging.getLogger(__name__)
 
-SAMPLE_ROWS = 10_000
-SAMPLE_BYTES = 8 << 20  # the Spark path ships its sample to the driver
-PROBE_ROWS = 16  # the Spark path: rows that give a vector's or an array's size
 KILL_MARGIN_S = 1.0  # beyond spark.python.task.killTimeout, for a killed worker to be gone
 _TIME_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "": 0.001}
 
@@ -150,16 +123,6 @@ def convert(
                 lease.release()
 
 
-def inventories(config: JobConfig, stop: threading.Event | None = None) -> dict:
-    """Channel (None for a split input) → its Parquet files and schema."""
-    out = {}
-    for channel, uris in config.channels().items():
-        out[None if config.input.split else channel] = parquet.discover(uris, config.s3, stop)
-        if config.input.split:
-            break  # one input, routed in the tasks
-    return out
-
-
 @contextlib.contextmanager
 def _discovery(config: JobConfig, dataframe):
     """The inputs' inventories as a future, read on a thread of their own from now on (None
@@ -198,13 +161,14 @@ class Conversion:
         self.lease = lease
         self.layout = RunLayout.at(config.output.path, lease.run_id)
         self.replaced: list[Location] = replaced
-        self.sizing: dict = {}  # how the tasks were cut, for run.json
-        self.shuffle_info: dict = {"mode": config.output.shuffle}
+        self.planner = Planner(config, spark, dataframe, discovery)
 
     def run(self) -> RunMetadata:
         t0 = time.perf_counter()
-        plan, run_tasks = self._plan()
+        plan, runner = self.planner.plan()
         log.info("read path: %s (%s)", plan.read.path, plan.read.reason)
+        if self.config.output.shuffle == "rows":
+            runner = Shuffled(self.spark, self.config, self._channels(), runner)
         task_plan = self._task_plan(plan)
         sc = self.spark.sparkContext
         ran = False
@@ -221,7 +185,7 @@ class Conversion:
             )
             with INTERRUPTS.deferred(cancel=sc.cancelAllJobs), progress:
                 ran = True
-                reports = run_tasks(task_plan)
+                reports = runner.run(task_plan)
                 completions.wait()
             completions.close()
             self.lease.check()
@@ -232,8 +196,8 @@ class Conversion:
             meta = dataclasses.replace(
                 meta,
                 seconds=round(time.perf_counter() - t0, 3),
-                task_sizing=self.sizing,
-                shuffle=self.shuffle_info,
+                task_sizing=self.planner.sizing,
+                shuffle=getattr(runner, "info", {"mode": self.config.output.shuffle}),
             )
             self._check_counts(meta)
             with INTERRUPTS.deferred():  # a commit is never left half-done
@@ -342,479 +306,3 @@ class Conversion:
             )
         log.info("committed %s (run %s)", self.layout.metadata.uri, self.layout.run_id)
         INTERRUPTS.raise_if_interrupted(f"the run was committed at {self.layout.root.uri}")
-
-    # -- planning --------------------------------------------------------------------------
-    def _plan(self):
-        """The plan, and how to run its tasks (a callable of the TaskPlan)."""
-        cfg = self.config
-        inventories = self._inventories()
-        first = next(iter(inventories.values()), None)
-        # no default of ours: unset, the session's own default holds (false on 3.5, true on 4.0)
-        ansi = (self.spark.conf.get("spark.sql.ansi.enabled") or "false").lower() == "true"
-        read = choose_read_path(cfg, first, ansi)
-        if read.path == "direct":
-            tasks = self._direct_tasks(inventories)
-            if tasks is not None:
-                return self._plan_direct(read, inventories, tasks)
-            read = ReadChoice(
-                "spark",
-                f"output.shards={cfg.output.shards} needs at least that many Parquet row groups "
-                "per channel",
-            )
-        return self._plan_spark(read, inventories)
-
-    def _inventories(self) -> dict:
-        """Channel (None for a split input) → its Parquet files and schema; {} for a DataFrame."""
-        if self.dataframe is not None:
-            return {}
-        if self.discovery is not None:
-            return self.discovery.result()
-        return inventories(self.config)
-
-    def _direct_tasks(self, inventories):
-        """(channel or None for a split, index, pieces) per task, packed as Spark's file scan
-        packs them; None when output.shards asks for more tasks than there are row groups."""
-        cfg = self.config
-        tasks = []
-        parallelism = self.spark.sparkContext.defaultParallelism
-        for channel, inventory in inventories.items():
-            if cfg.output.shards:
-                if inventory.rows < cfg.output.shards:
-                    raise InputError(
-                        f"output.shards={cfg.output.shards}, but "
-                        f"{'the input' if channel is None else f'channel {channel}'} has "
-                        f"{inventory.rows:,} rows: set output.shards to at most that"
-                    )
-                groups = parquet.split_row_groups(inventory.files, cfg.output.shards)
-                if groups is None:
-                    return None
-                self.sizing = {"by": "output.shards", "shards": cfg.output.shards}
-            else:
-                groups, max_split = parquet.pack_tasks(
-                    inventory.files,
-                    cfg.read.max_task_mb << 20,
-                    cfg.read.open_cost_mb << 20,
-                    parallelism,
-                )
-                self.sizing = {
-                    "by": "bytes",
-                    "max_split_bytes": max_split,
-                    "open_cost_bytes": cfg.read.open_cost_mb << 20,
-                    "parallelism": parallelism,
-                }
-            tasks += [(channel, i, g) for i, g in enumerate(groups)]
-        self.sizing["tasks"] = len(tasks)
-        self.sizing["files"] = sum(len(inv.files) for inv in inventories.values())
-        return tasks
-
-    def _plan_direct(self, read: ReadChoice, inventories, tasks):
-        cfg = self.config
-        first = next(iter(inventories.values()))
-        columns = arrow_columns(first.schema)
-        layout, names = resolve_features(
-            cfg.select.features, columns, read.label_columns, _index_columns(inventories)
-        )
-        needed = [*names, *read.label_columns, *(read.filter.columns if read.filter else [])]
-        needed = list(dict.fromkeys(needed))
-        _same_columns(inventories, needed)
-        schemas = {c: inv.schema for c, inv in inventories.items()}
-        sample = (
-            self._direct_sample(tasks, schemas, needed, read.filter)
-            if needs_sample(cfg, layout)
-            else None
-        )
-        plan = decide(cfg, read, layout, names, sample)
-        run = functools.partial(self._run_direct, tasks=tasks, schemas=schemas, columns=needed)
-        return plan, run
-
-    def _plan_spark(self, read: ReadChoice, inventories):
-        cfg = self.config
-        for inventory in inventories.values():
-            bad = [f for f in inventory.schema if _spark_cannot_read(f.type)]
-            if bad:
-                where = inventory.files[0].uri if inventory.files else "the input"
-                half = pa.types.is_float16(bad[0].type)
-                raise InputError(
-                    f"column {bad[0].name!r} is {'float16' if half else bad[0].type} (in "
-                    f"{where}), which Spark cannot read, and the Spark path was chosen "
-                    f"({read.reason})" + ("; the direct path reads float16" if half else "")
-                )
-        frames = self._spark_frames(inventories)
-        schema = next(iter(frames.values())).schema
-        columns = _spark_columns(schema)
-        label_cols = referenced_columns(cfg.select.label or "", [c.name for c in columns])
-        if cfg.select.label:
-            for df in frames.values():
-                self._check_text_label(df)
-        layout, names = resolve_features(
-            cfg.select.features, columns, label_cols, _index_columns(inventories)
-        )
-        declared = declared_size(schema[names[0]].metadata) if layout == "vector" else None
-        frames = {c: self._select(df, layout, names) for c, df in frames.items()}
-        first = next(iter(frames.values()))
-        auto = cfg.output.encoding == "auto"  # the density needs rows, the size only a few
-        sample = (
-            self._spark_sample(first, rows_needed=auto)
-            if needs_sample(cfg, layout, declared)
-            else None
-        )
-        plan = decide(cfg, read, layout, names, sample, declared)
-        return plan, functools.partial(self._run_spark, frames=frames)
-
-    def _spark_frames(self, inventories):
-        """Channel (None for a split input) → DataFrame of the raw input, filter applied."""
-        cfg = self.config
-        if self.dataframe is not None:
-            frames = {None if cfg.input.split else "train": self.dataframe}
-        else:
-            frames = {}
-            for channel, uris in cfg.channels().items():
-                key = None if cfg.input.split else channel
-                merge = "true" if inventories[key].merged else "false"
-                frames[key] = self.spark.read.option("mergeSchema", merge).parquet(*uris)
-                if cfg.input.split:
-                    break
-        if cfg.input.filter:
-            frames = {c: df.where(cfg.input.filter) for c, df in frames.items()}
-        return frames
-
-    def _check_text_label(self, df) -> None:
-        """A label that is text casts to FLOAT as Spark casts it: 'yes' and 'no' become null,
-        which would read as "null labels". Say what they are instead, before anything is
-        written (one pass over the label's columns, only for a text label)."""
-        from pyspark.sql import functions as F
-        from pyspark.sql.types import StringType
-        from pyspark.sql.utils import AnalysisException
-
-        text = self.config.select.label
-        try:
-            label = F.expr(text)
-            if not isinstance(df.select(label).schema[0].dataType, StringType):
-                return
-            # try_cast: under ANSI a plain CAST of 'yes' fails the scan instead of returning it
-            cast = F.expr(f"try_cast(({text}) AS FLOAT)")
-            bad = df.where(label.isNotNull() & cast.isNull()).select(label).limit(3).collect()
-        except AnalysisException:
-            return  # _select names the problem
-        if bad:
-            seen = ", ".join(repr(v) for v in dict.fromkeys(r[0] for r in bad))
-            raise InputError(
-                f"select.label {text!r} is text, and some of it is not a number ({seen}): a "
-                f"label is a number or a condition, e.g. CAST(({text}) = 'yes' AS FLOAT)"
-            )
-
-    def _select(self, df, layout: str, names: list[str]):
-        """The DataFrame the Spark path encodes: LABEL, then FEATURES as one column."""
-        from pyspark.sql import functions as F
-        from pyspark.sql.utils import AnalysisException
-
-        cols = []
-        if self.config.select.label:
-            cols.append(F.expr(self.config.select.label).cast("float").alias(LABEL))
-        if layout == "columns":
-            cols.append(F.array(*[F.col(_quoted(n)).cast("float") for n in names]).alias(FEATURES))
-        else:
-            cols.append(F.col(_quoted(names[0])).alias(FEATURES))
-        try:
-            return df.select(*cols)
-        except AnalysisException as exc:
-            msg = str(exc).splitlines()[0]
-            raise InputError(f"select.label {self.config.select.label!r}: {msg}") from None
-
-    def _direct_sample(self, tasks, schemas, columns, filter_) -> pa.RecordBatch | None:
-        for channel, _, pieces in tasks:
-            batches = parquet.read_pieces(
-                pieces, self.config.s3, schemas[channel], columns, SAMPLE_ROWS
-            )
-            for batch in filtered(batches, filter_, pieces[0].uri):
-                if batch.num_rows:
-                    return batch
-        return None
-
-    def _spark_sample(self, df, rows_needed: bool) -> pa.RecordBatch | None:
-        """The first rows of the selected FEATURES column as Arrow: PROBE_ROWS non-null ones
-        when only the size is needed, else up to SAMPLE_ROWS and about SAMPLE_BYTES. Taken by
-        the JVM alone: ``limit(n).collect()`` reads partitions one after another until it has
-        n rows (for VectorAssembler output: n rows assembled). A sample taken in Python would
-        stop reading its partition early, and Spark discards a Python worker that does: the
-        run's next task would pay for a new one."""
-        from pyspark.sql import functions as F
-
-        column = df.select(FEATURES)
-        spark_type = column.schema[FEATURES].dataType
-        probe = column.where(F.col(FEATURES).isNotNull()).limit(PROBE_ROWS)
-        got = [row[0] for row in probe.collect()]
-        if not got:  # no rows, or every one null (then the whole input was read to know)
-            got = [row[0] for row in column.limit(1).collect()]
-            if not got:
-                return None
-        elif rows_needed:
-            per_row = max(sum(map(_sample_bytes, got)) // len(got), 1)
-            n = max(1, min(SAMPLE_ROWS, SAMPLE_BYTES // per_row))
-            got = [row[0] for row in column.limit(n).collect()]
-        return pa.RecordBatch.from_arrays([_to_arrow(got, spark_type)], [FEATURES])
-
-    # -- running ---------------------------------------------------------------------------
-    def _run_direct(self, plan: TaskPlan, tasks, schemas, columns) -> list[Report]:
-        if self.config.output.shuffle == "rows":
-            return self._run_direct_shuffled(plan, tasks, schemas, columns)
-        batch_rows = self.config.read.batch_rows
-        r = self.config.read
-        ahead = r.read_ahead, r.ranges_in_flight, r.range_mb
-        plans = {c: dataclasses.replace(plan, channel=c) for c in {t[0] for t in tasks}}
-
-        def run_task(index, items):
-            _task_start()
-            for channel, partition, pieces in items:
-                more = f" (+{len(pieces) - 1} more)" if len(pieces) > 1 else ""
-                where = f"{pieces[0].uri}{more}"
-                batches = parquet.read_pieces(
-                    pieces, plan.s3, schemas[channel], columns, batch_rows, *ahead
-                )
-                for report in write_partition(plans[channel], partition, batches, where):
-                    yield report_to_json(report)
-
-        sc = self.spark.sparkContext
-        sc.setJobDescription(f"convert {len(tasks)} Parquet pieces (direct)")
-        rdd = sc.parallelize(tasks, max(len(tasks), 1))
-        return [report_from_json(s) for s in rdd.mapPartitionsWithIndex(run_task).collect()]
-
-    # -- output.shuffle: rows ------------------------------------------------------------
-    def _reducers(self, map_tasks: dict) -> dict[str, tuple[int, int]]:
-        """Reducers per channel: output.shards, else as many as the channel had map tasks
-        (split channels: their fraction of the tasks), so shards keep the unshuffled size."""
-        cfg = self.config
-        out, offset = {}, 0
-        for channel in self._channels():
-            if cfg.output.shards:
-                n = cfg.output.shards
-            elif cfg.input.split:
-                n = max(1, round(map_tasks[None] * cfg.input.split[channel]))
-            else:
-                n = max(1, map_tasks.get(channel, 1))
-            out[channel] = (offset, n)
-            offset += n
-        return out
-
-    def _partition_keys(self, n: int) -> tuple[int, ...]:
-        """For each partition r < n, an int that Spark's own hash partitioning (Murmur3, as
-        SQL's hash()) sends to r: asked of Spark, not re-implemented."""
-        keys: dict[int, int] = {}
-        span = 64 * n + 64
-        while len(keys) < n:
-            rows = (
-                self.spark.range(0, span)
-                .selectExpr("CAST(id AS INT) AS v", f"pmod(hash(CAST(id AS INT)), {n}) AS p")
-                .groupBy("p")
-                .min("v")
-                .collect()
-            )
-            keys = {int(r[0]): int(r[1]) for r in rows}
-            span *= 4
-        return tuple(keys[r] for r in range(n))
-
-    def _shuffled(self, plan: TaskPlan, mapped, reducers) -> list[Report]:
-        """Spark's shuffle moves the encoded records to their reducers, sorted there by the
-        seeded key; the reducers write the shards."""
-        total = sum(n for _, n in reducers.values())
-        shuffle = ShufflePlan(self.config.output.seed, reducers, self._partition_keys(total))
-        plan = dataclasses.replace(plan, shuffle=shuffle)
-        self.shuffle_info = {
-            "mode": "rows",
-            "seed": shuffle.seed,
-            "reducers": {c: n for c, (_, n) in reducers.items()},
-        }
-
-        def reduce_task(batches):
-            from pyspark import TaskContext
-
-            _task_start()
-            reducer = TaskContext.get().partitionId()
-            for report in write_shuffled(plan, reducer, batches):
-                yield pa.RecordBatch.from_pydict({"report": [report_to_json(report)]})
-
-        conf = self.spark.conf
-        saved = conf.get("spark.sql.adaptive.coalescePartitions.enabled", None)
-        conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
-        try:
-            shuffled = mapped(plan).repartition(total, "pkey").sortWithinPartitions("key")
-            rows = shuffled.mapInArrow(reduce_task, "report string").collect()
-        finally:
-            if saved is None:
-                conf.unset("spark.sql.adaptive.coalescePartitions.enabled")
-            else:
-                conf.set("spark.sql.adaptive.coalescePartitions.enabled", saved)
-        return [report_from_json(r["report"]) for r in rows]
-
-    def _run_direct_shuffled(self, plan: TaskPlan, tasks, schemas, columns) -> list[Report]:
-        batch_rows = self.config.read.batch_rows
-        r = self.config.read
-        ahead = r.read_ahead, r.ranges_in_flight, r.range_mb
-        counts: dict = {}
-        for channel, _, _ in tasks:
-            counts[channel] = counts.get(channel, 0) + 1
-
-        def mapped(plan):
-            plans = {c: dataclasses.replace(plan, channel=c) for c in counts}
-
-            def map_task(ids):
-                _task_start()
-                for batch in ids:
-                    for i in batch.column(0).to_pylist():
-                        channel, _, pieces = tasks[i]
-                        more = f" (+{len(pieces) - 1} more)" if len(pieces) > 1 else ""
-                        batches = parquet.read_pieces(
-                            pieces,
-                            plan.s3,
-                            schemas[channel],
-                            columns,
-                            batch_rows,
-                            *ahead,
-                        )
-                        yield from encode_partition(
-                            plans[channel], i, batches, f"{pieces[0].uri}{more}"
-                        )
-
-            n = max(len(tasks), 1)
-            return self.spark.range(0, len(tasks), 1, n).mapInArrow(map_task, SHUFFLE_DDL)
-
-        self.spark.sparkContext.setJobDescription(
-            f"convert {len(tasks)} Parquet pieces (direct, shuffled)"
-        )
-        return self._shuffled(plan, mapped, self._reducers(counts))
-
-    def _run_spark_shuffled(self, plan: TaskPlan, frames) -> list[Report]:
-        counts = {c: df.rdd.getNumPartitions() for c, df in frames.items()}
-        offsets, start = {}, 0
-        for channel, n in counts.items():
-            offsets[channel] = start
-            start += n
-
-        def mapped(plan):
-            out = None
-            for channel, df in frames.items():
-                task_plan = dataclasses.replace(plan, channel=channel)
-
-                def map_task(batches, task_plan=task_plan, base=offsets[channel]):
-                    from pyspark import TaskContext
-
-                    _task_start()
-                    pid = TaskContext.get().partitionId()
-                    yield from encode_partition(task_plan, base + pid, batches, f"partition {pid}")
-
-                one = df.mapInArrow(map_task, SHUFFLE_DDL)
-                out = one if out is None else out.unionByName(one)
-            return out
-
-        return self._shuffled(plan, mapped, self._reducers(counts))
-
-    def _run_spark(self, plan: TaskPlan, frames) -> list[Report]:
-        if self.config.output.shuffle == "rows":
-            return self._run_spark_shuffled(plan, frames)
-        shards = self.config.output.shards
-        reports = []
-        for channel, df in frames.items():
-            task_plan = dataclasses.replace(plan, channel=channel)
-            if shards:
-                df = df.repartition(shards)
-
-            def run_task(batches, task_plan=task_plan, channel=channel):
-                from pyspark import TaskContext
-
-                _task_start()
-                pid = TaskContext.get().partitionId()
-                where = f"partition {pid}" + (f" of channel {channel}" if channel else "")
-                for report in write_partition(task_plan, pid, batches, where):
-                    yield pa.RecordBatch.from_pydict({"report": [report_to_json(report)]})
-
-            rows = df.mapInArrow(run_task, "report string").collect()
-            reports += [report_from_json(r["report"]) for r in rows]
-        return reports
-
-
-def _quoted(name: str) -> str:
-    """A column name for Spark SQL, whatever it holds (backticks, dots, spaces)."""
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _same_columns(inventories: dict, columns: list[str]) -> None:
-    """Every channel has the columns the plan reads, of the same types as the first."""
-    (first_channel, first), *others = inventories.items()
-    for channel, inventory in others:
-        for name in columns:
-            want = first.schema.field(name).type
-            if name not in inventory.schema.names:
-                raise InputError(
-                    f"channel {channel} has no column {name!r} (channel {first_channel} has)"
-                )
-            got = inventory.schema.field(name).type
-            if parquet.spark_equivalent(got) != parquet.spark_equivalent(want):
-                raise InputError(
-                    f"column {name!r} is {got} in channel {channel} but {want} in channel "
-                    f"{first_channel}"
-                )
-
-
-def _spark_cannot_read(t: pa.DataType) -> bool:
-    """Parquet columns pyarrow writes that make Spark's read fail, whichever columns are used."""
-    return (
-        pa.types.is_float16(t)
-        or (pa.types.is_decimal(t) and t.precision > 38)
-        or pa.types.is_time(t)
-    )
-
-
-def _index_columns(inventories) -> tuple[str, ...]:
-    """pandas' row-index columns in any input's files (both paths leave them out alike)."""
-    return tuple(dict.fromkeys(c for inv in inventories.values() for c in inv.index_columns))
-
-
-def _spark_columns(schema) -> list[Column]:
-    from pyspark.ml.linalg import VectorUDT
-    from pyspark.sql.types import ArrayType, BooleanType, NumericType
-
-    numeric = (NumericType, BooleanType)
-    out = []
-    for f in schema.fields:
-        t = f.dataType
-        category = (
-            "numeric" if isinstance(t, numeric)
-            else "array" if isinstance(t, ArrayType) and isinstance(t.elementType, numeric)
-            else "vector" if isinstance(t, VectorUDT)
-            else "other"
-        )  # fmt: skip
-        out.append(Column(f.name, category, t.simpleString()))
-    return out
-
-
-def _sample_bytes(value) -> int:
-    """About what one collected vector or array takes, to size the sample by."""
-    if value is None:
-        return 0
-    if hasattr(value, "indices"):  # SparseVector
-        return 12 * len(value.indices)
-    return 8 * len(value)
-
-
-def _to_arrow(values: list, spark_type) -> pa.Array:
-    """Collected vectors or numeric arrays as the Arrow ``mapInArrow`` hands the tasks
-    (a Vector as its struct<type, size, indices, values>)."""
-    from pyspark.ml.linalg import VectorUDT
-    from pyspark.sql.pandas.types import to_arrow_type
-
-    if isinstance(spark_type, VectorUDT):
-        values = [None if v is None else spark_type.serialize(v) for v in values]
-        spark_type = spark_type.sqlType()
-    return pa.array(values, type=to_arrow_type(spark_type))
-
-
-def _task_start() -> None:
-    """Executors start without logging handlers: send ours to stderr (the executor's log).
-    And the worker process, reused task after task, stops paying for its imports each time."""
-    settle()
-    root = logging.getLogger("jobs")
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(os.environ.get("JOBS_TASK_LOG_LEVEL", "INFO"))

@@ -325,3 +325,16 @@ def test_every_numeric_setting_has_a_range_checked_before_anything_runs():
             with pytest.raises(ConfigError, match=rf"^{re.escape(key)} must be at most "):
                 load_config(None, [*base, f"{key}={bound.high + 1}"])
             load_config(None, [*base, f"{key}={bound.high}"])
+
+
+def test_the_configuration_page_is_current():
+    """docs/configuration.md is generated from jobs/settings.py (`make docs`): a key, default,
+    range or comment changed there and not here fails; every key has a meaning."""
+    from pathlib import Path
+
+    from jobs.config import reference_page
+
+    page = reference_page()
+    assert "|  |\n" not in page, "a setting without a comment in jobs/settings.py"
+    current = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    assert current == page, "docs/configuration.md is out of date: run `make docs`"

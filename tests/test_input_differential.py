@@ -26,7 +26,7 @@ from jobs.errors import InputError
 from jobs.exact import column_to_float32
 from jobs.planning import arrow_columns, resolve_features
 from jobs.settings import FeatureSpec, S3Settings
-from jobs.spark_job import _spark_cannot_read, _spark_columns
+from jobs.spark_planning import _spark_cannot_read, _spark_columns
 
 pytestmark = pytest.mark.spark
 

@@ -37,7 +37,9 @@ RANKS = {
     "series": 5,
     "session": 6,
     "handoff": 6,
-    "spark_job": 7,
+    "runners": 6,
+    "spark_planning": 7,
+    "spark_job": 8,
     "emr": 7,
     "iam": 7,
     "schedule": 8,
@@ -46,7 +48,7 @@ RANKS = {
     "__main__": 10,
     "__init__": -1,  # the package itself: only its version string
 }
-SPARK_ROOMS = {"spark_job", "session", "handoff"}
+SPARK_ROOMS = {"spark_job", "spark_planning", "runners", "session", "handoff"}
 
 
 def _room(module: str) -> str:
