@@ -47,9 +47,18 @@ node-python:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3.11; fi
 
+# Two pytest workers (pytest-xdist), each with its own Spark session and moto server, a test
+# module to a worker (its fixtures are built once); most tests wait on processes, S3 or Spark
+# more than they compute. Then the IAM test (marker last), which reads the AWS calls every
+# other test recorded in the run's shared folder.
+TEST_RUN_DIR := $(CURDIR)/build/test-run
+XDIST := -n 2 --dist loadfile
 test: setup
 	$(PY) -m ruff check jobs tests bench
-	$(PY) -m pytest -q --durations=15
+	rm -rf $(TEST_RUN_DIR)
+	JOBS_TEST_RUN_DIR=$(TEST_RUN_DIR) $(PY) -m pytest -q $(XDIST) -m "not last" --durations=15
+	JOBS_TEST_RUN_DIR=$(TEST_RUN_DIR) $(PY) -m pytest -q -m last
+	rm -rf $(TEST_RUN_DIR)
 
 # The second target: every Spark-facing test on pyspark 4.0.2 (emr-spark-8.0.0's Spark, ANSI SQL
 # on by default), in its own venv with the same pins otherwise. What cannot run there is skipped
@@ -73,7 +82,7 @@ setup-spark4: $(SPARK4_STAMP)
 # out the slow tier (faults, signals, the packaged cluster), to keep CI under 30 minutes.
 SPARK4_SELECT ?= spark and not outside_spark
 test-spark4: setup $(SPARK4_STAMP)
-	$(SPARK4_VENV)/bin/python -m pytest -q -m "$(SPARK4_SELECT)" -p no:cacheprovider
+	$(SPARK4_VENV)/bin/python -m pytest -q $(XDIST) -m "$(SPARK4_SELECT)" -p no:cacheprovider
 
 # The pure tier: no Spark session, no moto server, no process races (seconds, not minutes).
 test-fast: setup

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -65,6 +66,7 @@ _STARTED = False  # this process has had a SparkContext
 # that is too small into an OutOfMemoryError, and an exit on it (code 3) the driver can read.
 JVM_OPTIONS = "-XX:+UseParallelGC -XX:+ExitOnOutOfMemoryError"
 OOM_EXIT = 3  # HotSpot's exit status under ExitOnOutOfMemoryError
+JVM_EXIT_WAIT_S = 10.0  # a JVM whose connection broke: how long it may take to exit
 
 
 def spark_session(spark: SparkConfig, s3: S3Settings, batch_rows: int = 8192):
@@ -134,7 +136,13 @@ def jvm_failure(spark, exc: BaseException, driver_memory: str) -> str | None:
     would only say "Connection refused". None while it runs."""
     gateway = getattr(getattr(spark, "sparkContext", None), "_gateway", None)
     proc = getattr(gateway, "proc", None)  # None when spark-submit started this Python
+    lost = type(exc).__name__ == "Py4JNetworkError" or isinstance(exc, ConnectionError)
     code = proc.poll() if proc is not None else None
+    if code is None and lost and proc is not None:
+        try:  # the socket closes a moment before the process has exited
+            code = proc.wait(timeout=JVM_EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            code = None
     if code == OOM_EXIT:
         return (
             f"Spark's driver JVM ran out of memory (java.lang.OutOfMemoryError with "
@@ -143,7 +151,7 @@ def jvm_failure(spark, exc: BaseException, driver_memory: str) -> str | None:
         )
     if code is not None:
         return f"Spark's driver JVM exited with status {code}; its log above says why"
-    if type(exc).__name__ == "Py4JNetworkError" or isinstance(exc, ConnectionError):
+    if lost:
         return (
             f"the connection to Spark's JVM was lost ({exc}); the driver's log says why (an "
             "OutOfMemoryError there: raise spark.driver.memory)"

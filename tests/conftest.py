@@ -41,9 +41,16 @@ os.environ.update(
 )
 
 
+# What the processes of one test run share: `make test` names a folder for its two pytest
+# runs (the parallel one, then the test marked ``last``); plain `pytest` makes its own.
+OWN_RUN_DIR = "JOBS_TEST_RUN_DIR" not in os.environ
+RUN_DIR = Path(os.environ.get("JOBS_TEST_RUN_DIR") or tempfile.mkdtemp(prefix="jobs-test-run-"))
+RUN_DIR.mkdir(parents=True, exist_ok=True)
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in pytest-xdist's workers
+
 # Every AWS call the job's code makes, from any process of the run (tasks included), is
 # appended here; the IAM test (marked ``last``) checks the policies grant each one.
-AWS_CALLS = Path(tempfile.mkdtemp(prefix="jobs-aws-calls-")) / "calls.txt"
+AWS_CALLS = RUN_DIR / "aws-calls.txt"
 os.environ["JOBS_RECORD_AWS_CALLS"] = str(AWS_CALLS)
 
 
@@ -146,12 +153,33 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError("tests with missing markers:\n" + "\n".join(wrong))
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A test that starts a process (a CLI, a JVM, a server, a shell) is marked ``processes``:
+    what it costs is counted while it runs, not trusted to the marker."""
+    started = []
+    execute = subprocess.Popen._execute_child
+
+    def counted(self, args, *rest, **kwargs):
+        started.append(args if isinstance(args, str) else " ".join(map(str, args))[:120])
+        return execute(self, args, *rest, **kwargs)
+
+    subprocess.Popen._execute_child = counted
+    try:
+        result = yield
+    finally:
+        subprocess.Popen._execute_child = execute
+    if started and not item.get_closest_marker("processes"):
+        pytest.fail(f"started {len(started)} processes ({started[0]}) but is not marked processes")
+    return result
+
+
 # Every JVM a test starts (the session's, and each CLI process's: dozens in a run) loads the
 # same ten thousand classes. One conversion at the start records them in a class-data-sharing
 # archive (JDK 17's dynamic AppCDS) that the later ones map instead of parsing: about 4 s less
 # per JVM here. Only start-up changes; a JVM whose class path does not match the archive's
 # ignores it. The package test's node builds its own environment and never sees this.
-JVM_DIR = Path(tempfile.mkdtemp(prefix="jobs-jvm-"))
+JVM_DIR = RUN_DIR / "jvm"
 CDS_QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 
 
@@ -160,14 +188,28 @@ def pytest_collection_finish(session):
         item.get_closest_marker("spark") for item in session.items
     ):
         return  # make test-fast starts no JVM
+    import fcntl
+
+    JVM_DIR.mkdir(exist_ok=True)
+    with open(JVM_DIR / "lock", "w") as lock:  # the first worker builds; the others use it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _class_archive()
+
+
+def _class_archive() -> None:
     archive = JVM_DIR / "classes.jsa"
+    own = os.environ.get("SPARK_SUBMIT_OPTS", "")
+    if archive.is_file():
+        os.environ["SPARK_SUBMIT_OPTS"] = (
+            f"{own} -XX:SharedArchiveFile={archive} {CDS_QUIET}".strip()
+        )
+        return
     data = JVM_DIR / "in"
-    data.mkdir()
+    data.mkdir(exist_ok=True)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"x": [0.5, 1.5], "target": [0, 1]}), data / "a.parquet")
-    own = os.environ.get("SPARK_SUBMIT_OPTS", "")
     config = JVM_DIR / "job.yaml"
     config.write_text(f"input:\n  paths:\n    train: {data}\noutput:\n  path: {JVM_DIR / 'out'}\n"
                       "spark:\n  master: local[1]\ntraining:\n  backend: none\n")  # fmt: skip
@@ -186,5 +228,5 @@ def pytest_collection_finish(session):
 def pytest_unconfigure(config):
     import shutil
 
-    shutil.rmtree(AWS_CALLS.parent, ignore_errors=True)
-    shutil.rmtree(JVM_DIR, ignore_errors=True)
+    if OWN_RUN_DIR and not WORKER:  # xdist's controller outlives its workers
+        shutil.rmtree(RUN_DIR, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import struct
@@ -133,3 +134,20 @@ def dir_records(path) -> list[bytes]:
             with open(os.path.join(path, name), "rb") as f:
                 records += recordio_records(f.read())
     return sorted(records)
+
+
+@contextlib.contextmanager
+def sql_conf(spark, settings: dict[str, str]):
+    """Spark settings for one test on the shared session, restored after it (PySpark's own
+    tests' ``sql_conf``): no test runs under another's settings."""
+    saved = {k: spark.conf.get(k, None) for k in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)

@@ -12,9 +12,24 @@ from conftest import REPO
 
 
 def jobs(*args, cwd=REPO):
+    """The CLI as its own process: where the process is the point (its exit, its pipe)."""
     return subprocess.run(
         [sys.executable, "-m", "jobs", *args], cwd=cwd, capture_output=True, text=True, timeout=600
     )
+
+
+def in_process(capsys, *args) -> subprocess.CompletedProcess:
+    """The CLI through ``jobs.cli.main`` in this process (the shared Spark session, if any):
+    what it prints and its exit code, for behaviour that is only a message and an exit code."""
+    from jobs.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse: --help, a usage error
+        code = exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +72,9 @@ def test_run_prints_the_summary_and_the_classic_label_is_learned(digits_run):
 
 
 @pytest.mark.spark
-def test_inspect_verifies_a_run_and_names_a_corrupt_shard(digits_run, tmp_path):
+def test_inspect_verifies_a_run_and_names_a_corrupt_shard(digits_run, tmp_path, capsys):
     out, _ = digits_run
-    ok = jobs("inspect", str(out), "--json")
+    ok = in_process(capsys, "inspect", str(out), "--json")
     assert ok.returncode == 0, ok.stderr
     report = json.loads(ok.stdout)
     assert report["records"] == 1797 and report["feature_dim"] == 64
@@ -72,14 +87,14 @@ def test_inspect_verifies_a_run_and_names_a_corrupt_shard(digits_run, tmp_path):
     data[record * 5 : record * 5 + 4] = b"\0\0\0\0"  # the sixth record's magic
     bad = tmp_path / "bad.recordio"
     bad.write_bytes(data)
-    single = jobs("inspect", str(bad))
+    single = in_process(capsys, "inspect", str(bad))
     assert single.returncode == 3
     assert f"{bad}: corrupt RecordIO at byte offset {record * 5}" in single.stderr
 
     original = shard.read_bytes()
     shard.write_bytes(bytes(data))
     try:
-        run = jobs("inspect", str(out))
+        run = in_process(capsys, "inspect", str(out))
     finally:
         shard.write_bytes(original)
     assert run.returncode == 3
@@ -87,19 +102,23 @@ def test_inspect_verifies_a_run_and_names_a_corrupt_shard(digits_run, tmp_path):
     assert "checksums    MISMATCH" in run.stdout
 
 
-def test_user_errors_are_one_line_and_exit_2(tmp_path):
-    bad = jobs("convert", "--config", "conf/local.yaml", "--set", "output.mdoe=error")
+def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    bad = in_process(capsys, "convert", "--config", "conf/local.yaml", "--set", "output.mdoe=error")
     assert bad.returncode == 2
     assert bad.stderr.strip() == (
         "error: unknown config key 'output.mdoe' (did you mean output.mode?); "
         "valid keys here: path, mode, encoding, max_shard_mb, shards, shuffle, seed, "
         "lease_timeout_s, take_over_lease, keep, series, logical_date"
     )
-    missing = jobs("train", "--config", "conf/local.yaml", "--run", str(tmp_path / "none"))
+    missing = in_process(
+        capsys, "train", "--config", "conf/local.yaml", "--run", str(tmp_path / "none")
+    )
     assert missing.returncode == 2
     assert "holds no committed run" in missing.stderr and "Traceback" not in missing.stderr
 
 
+@pytest.mark.processes
 def test_output_cut_short_by_a_pipe_is_not_an_error():
     """`python -m jobs iam-policy ... | head`: the reader closes the pipe before the output
     ends. A real pipe between two processes (the closed pipe is the point); `true` closes
@@ -123,8 +142,8 @@ def test_an_os_error_is_one_line_naming_the_path(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_help_explains_each_command():
-    out = jobs("--help").stdout
+def test_help_explains_each_command(capsys):
+    out = in_process(capsys, "--help").stdout
     listed = dict(re.findall(r"^    (\S+)\s{2,}(\S.*)$", out, re.MULTILINE))
     assert set(listed) == {
         "sample",
@@ -140,13 +159,13 @@ def test_help_explains_each_command():
         "schedule",
     }
     assert all(len(text) > 20 for text in listed.values())  # each with a sentence
-    assert "--set KEY.PATH=VALUE" in jobs("convert", "--help").stdout
+    assert "--set KEY.PATH=VALUE" in in_process(capsys, "convert", "--help").stdout
 
 
-def _sagemaker_job(command, tmp_path, bucket, moto_server, *settings):
-    """``command`` as a process: sample data in, an S3 output, SageMaker training to us-east-1."""
+def _sagemaker_job(capsys, command, tmp_path, bucket, moto_server, *settings):
+    """``command`` in-process: sample data in, an S3 output, SageMaker training to us-east-1."""
     if not (tmp_path / "d").exists():
-        data = jobs("sample", "--out", str(tmp_path / "d"))
+        data = in_process(capsys, "sample", "--out", str(tmp_path / "d"))
         assert data.returncode == 0, data.stderr
     sets = [
         f"input.paths.train={tmp_path / 'd' / 'train'}",
@@ -157,7 +176,8 @@ def _sagemaker_job(command, tmp_path, bucket, moto_server, *settings):
         "training.sagemaker.role_arn=arn:aws:iam::123456789012:role/SageMakerRole",
         *settings,
     ]
-    return jobs(command, "--config", "conf/local.yaml", *[a for s in sets for a in ("--set", s)])
+    conf = str(REPO / "conf" / "local.yaml")
+    return in_process(capsys, command, "--config", conf, *[a for s in sets for a in ("--set", s)])
 
 
 @pytest.mark.aws
@@ -194,24 +214,40 @@ def _sagemaker_job(command, tmp_path, bucket, moto_server, *settings):
     ],
 )
 def test_run_checks_the_training_section_before_any_work(
-    moto_server, s3, bucket, tmp_path, setting, message
+    moto_server, s3, bucket, tmp_path, capsys, setting, message
 ):
-    """A bad training section fails `run` (and `convert`, `emr-step`) in one line before Spark
-    starts: nothing under the output, no Spark, no SageMaker call."""
+    """A bad training section fails `run` (and `convert`, `emr-step`) in one line before any
+    work: nothing under the output, no Spark job (in-process: no Spark session is started
+    where none ran), no SageMaker call."""
+    from jobs.session import active_session
+
+    jobs_before = _spark_jobs()
     for command in ("run", "convert"):
-        result = _sagemaker_job(command, tmp_path, bucket, moto_server, setting)
+        result = _sagemaker_job(capsys, command, tmp_path, bucket, moto_server, setting)
         assert result.returncode == 2, result.stderr[-2000:]
         assert result.stderr.strip().startswith(message), result.stderr
         assert "\n" not in result.stderr.strip()
-        assert "WARN" not in result.stderr and "stage 1/2" not in result.stderr  # no JVM
         assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    assert _spark_jobs() == jobs_before
+    if jobs_before is None:
+        assert active_session() is None
+
+
+def _spark_jobs():
+    """The ids of every Spark job this process's session has run (None: no session)."""
+    from jobs.session import active_session
+
+    spark = active_session()
+    return None if spark is None else sorted(spark.sparkContext.statusTracker().getJobIdsForGroup())
 
 
 @pytest.mark.aws
-def test_a_bucket_in_another_region_than_training_fails_before_any_work(moto_server, s3, tmp_path):
+def test_a_bucket_in_another_region_than_training_fails_before_any_work(
+    moto_server, s3, tmp_path, capsys
+):
     bucket = f"eu-{tmp_path.name[-8:].lower().replace('_', '-')}"
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-    result = _sagemaker_job("run", tmp_path, bucket, moto_server)
+    result = _sagemaker_job(capsys, "run", tmp_path, bucket, moto_server)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip() == (
         f"error: the output bucket {bucket} is in eu-west-1, but training would run in "
@@ -222,6 +258,7 @@ def test_a_bucket_in_another_region_than_training_fails_before_any_work(moto_ser
 
 
 @pytest.mark.aws
+@pytest.mark.processes
 def test_attach_and_logs_follow_a_job_as_real_processes(moto_server, bucket, tmp_path):
     import boto3
 

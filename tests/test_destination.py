@@ -197,6 +197,7 @@ def test_resume_keeps_a_committed_run_and_never_takes_another_conversions(spark,
     assert _digest(out) == before
 
 
+@pytest.mark.processes
 def test_overlapping_input_and_output_fail_before_spark_starts(data, tmp_path):
     proj = tmp_path / "proj"
     (proj / "data" / "raw").mkdir(parents=True)
@@ -241,6 +242,7 @@ def _race(settings: dict, cwd) -> list[tuple[int, str]]:
     return [(p.wait(timeout=600), p.stdout.read()) for p in procs]
 
 
+@pytest.mark.processes
 @pytest.mark.outside_spark  # the lease is taken before Spark starts
 @pytest.mark.parametrize("where", ["local", "s3"])
 @pytest.mark.parametrize("mode", ["error", "overwrite"])
@@ -281,6 +283,7 @@ def test_two_runs_at_once_never_corrupt_each_other(
         assert all(meta.run_id in k or k.endswith("run.json") for k in keys), keys
 
 
+@pytest.mark.processes
 def test_a_run_whose_lease_is_taken_over_stops_and_removes_only_its_own_files(
     spark, s3, bucket, proxy, data, tmp_path
 ):

@@ -46,7 +46,7 @@ from jobs.runinfo import load_run
 from jobs.spark_job import convert
 from jobs.storage import Store
 
-pytestmark = [pytest.mark.aws, pytest.mark.spark, pytest.mark.processes]
+pytestmark = [pytest.mark.aws, pytest.mark.spark]
 
 ROWS, FILES, D = 7000, 4, 200  # 4 dense shards of ~5.7 MB: two 5 MB-floor parts each
 
@@ -243,6 +243,7 @@ def _cli(args, cwd, env=None, **kwargs):
     )
 
 
+@pytest.mark.processes
 def test_driver_killed_before_commit_leaves_no_run(
     spark, s3, proxy, data, fault_bucket, baseline, tmp_path
 ):
@@ -356,6 +357,7 @@ def standalone(moto_server, tmp_path_factory):
                 p.kill()
 
 
+@pytest.mark.processes
 def test_speculative_attempts_commit_identical_output(
     s3, proxy, data, fault_bucket, baseline, standalone, tmp_path
 ):
@@ -398,6 +400,7 @@ def test_speculative_attempts_commit_identical_output(
     shutil.rmtree(events)
 
 
+@pytest.mark.processes
 def test_run_ends_its_spark_application_before_training_starts(
     s3, proxy, fault_bucket, standalone, tmp_path
 ):

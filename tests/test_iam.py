@@ -384,6 +384,7 @@ def _moto_enforces_iam(moto_server):
         reset("inf")
 
 
+@pytest.mark.processes
 @pytest.mark.last
 def test_every_aws_call_the_code_makes_is_granted(moto_server, bucket, tmp_path, monkeypatch):
     """The job run as the principals the documents describe: `run` and a conversion that

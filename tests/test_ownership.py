@@ -214,6 +214,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.processes
 def test_a_killed_holder_is_named_and_taken_over_only_as_asked(tmp_path):
     uri = str(tmp_path / "out")
     holder = subprocess.Popen([sys.executable, "-c", HOLD, uri], stdout=subprocess.PIPE, text=True)

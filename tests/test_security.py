@@ -108,6 +108,7 @@ def test_expected_bucket_owner_rides_on_every_s3_call(
     ]
 
 
+@pytest.mark.processes
 def test_no_credential_in_logs_or_objects(s3, bucket, moto_server, src, tmp_path):
     secrets = [os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
     secrets.append(os.environ["AWS_SESSION_TOKEN"])

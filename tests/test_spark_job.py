@@ -562,7 +562,6 @@ def test_the_sessions_own_ansi_default_decides_on_both_paths(spark, tmp_path):
     CAST(1000 AS TINYINT) wraps without ANSI — both paths keep the same rows — and fails with
     it: the direct path will not evaluate a filter that can fail (read.path: direct is refused
     naming it; auto hands it to Spark), and Spark fails on the row."""
-    spark.conf.unset("spark.sql.ansi.enabled")  # other tests set it on the shared session
     ansi = spark.conf.get("spark.sql.ansi.enabled").lower() == "true"
     src = tmp_path / "in"
     src.mkdir()

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pyspark
+import pytest
 
 SPARK_HOME = Path(pyspark.__file__).parent
 WORKER_PATH = [
@@ -60,6 +61,7 @@ PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.processes
 def test_spark_archives_are_not_reread_per_task_and_gc_skips_the_imports(tmp_path):
     assert len(WORKER_PATH) == 3, WORKER_PATH  # pyspark.zip, py4j, spark-core
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*WORKER_PATH, str(Path.cwd())])}
@@ -105,6 +107,7 @@ HELD_BETWEEN = textwrap.dedent(
 )
 
 
+@pytest.mark.processes
 def test_a_worker_gives_back_a_freed_batch_buffer_at_once():
     """The kernel is the oracle: after the worker's first task set it up, a 20 MB buffer a
     task freed is no longer resident; in a process left to glibc's defaults it still is
