@@ -82,7 +82,10 @@ setup-spark4: $(SPARK4_STAMP)
 # out the slow tier (faults, signals, the packaged cluster), to keep CI under 30 minutes.
 SPARK4_SELECT ?= spark and not outside_spark
 test-spark4: setup $(SPARK4_STAMP)
-	$(SPARK4_VENV)/bin/python -m pytest -q $(XDIST) -m "$(SPARK4_SELECT)" -p no:cacheprovider
+	rm -rf $(TEST_RUN_DIR)
+	JOBS_TEST_RUN_DIR=$(TEST_RUN_DIR) $(SPARK4_VENV)/bin/python -m pytest -q $(XDIST) \
+	  -m "$(SPARK4_SELECT)" -p no:cacheprovider
+	rm -rf $(TEST_RUN_DIR)
 
 # The pure tier: no Spark session, no moto server, no process races (seconds, not minutes).
 test-fast: setup

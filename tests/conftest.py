@@ -46,7 +46,6 @@ os.environ.update(
 OWN_RUN_DIR = "JOBS_TEST_RUN_DIR" not in os.environ
 RUN_DIR = Path(os.environ.get("JOBS_TEST_RUN_DIR") or tempfile.mkdtemp(prefix="jobs-test-run-"))
 RUN_DIR.mkdir(parents=True, exist_ok=True)
-WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in pytest-xdist's workers
 
 # Every AWS call the job's code makes, from any process of the run (tasks included), is
 # appended here; the IAM test (marked ``last``) checks the policies grant each one.
@@ -228,5 +227,5 @@ def _class_archive() -> None:
 def pytest_unconfigure(config):
     import shutil
 
-    if OWN_RUN_DIR and not WORKER:  # xdist's controller outlives its workers
+    if OWN_RUN_DIR:  # made by this process (a worker's, without make's folder, is its own)
         shutil.rmtree(RUN_DIR, ignore_errors=True)
