@@ -154,20 +154,24 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """A test that starts a process (a CLI, a JVM, a server, a shell) is marked ``processes``:
-    what it costs is counted while it runs, not trusted to the marker."""
+    """A test that starts a process (a CLI, a JVM, a server, a shell, a multiprocessing
+    worker) is marked ``processes``: what it costs is counted while it runs, not trusted to the
+    marker. Every way Python starts a program ends in _posixsubprocess.fork_exec."""
+    import _posixsubprocess
+
     started = []
-    execute = subprocess.Popen._execute_child
+    fork_exec = _posixsubprocess.fork_exec
 
-    def counted(self, args, *rest, **kwargs):
-        started.append(args if isinstance(args, str) else " ".join(map(str, args))[:120])
-        return execute(self, args, *rest, **kwargs)
+    def counted(args, *rest):
+        words = (a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in args or ())
+        started.append(" ".join(words)[:120])
+        return fork_exec(args, *rest)
 
-    subprocess.Popen._execute_child = counted
+    _posixsubprocess.fork_exec = counted
     try:
         result = yield
     finally:
-        subprocess.Popen._execute_child = execute
+        _posixsubprocess.fork_exec = fork_exec
     if started and not item.get_closest_marker("processes"):
         pytest.fail(f"started {len(started)} processes ({started[0]}) but is not marked processes")
     return result

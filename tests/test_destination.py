@@ -249,9 +249,11 @@ def _race(settings: dict, cwd) -> list[tuple[int, str]]:
 def test_two_runs_at_once_never_corrupt_each_other(
     where, mode, data, tmp_path, s3, bucket, moto_server
 ):
-    """Two CLI processes on the same output, three times: one writes, the other is refused
-    with the holder named; the result is always one whole run and nothing else of ours."""
-    for round_ in range(3):
+    """Two CLI processes on the same output: one writes, the other is refused with the holder
+    named; the result is one whole run and nothing else of ours. Once per mode and store: how
+    often the lease itself loses a race is counted with stated power by the lease races of
+    test_ownership.py (processes, 15 and 10 rounds); what this adds is the CLI around it."""
+    for round_ in range(1):
         out = f"s3://{bucket}/race{round_}" if where == "s3" else str(tmp_path / f"race{round_}")
         settings = {
             "input.paths.train": data[0],

@@ -154,3 +154,19 @@ def test_the_codec_does_no_io():
     allowed = {"__future__", "struct", "dataclasses", "collections.abc", "typing", "numpy"}
     codec = {i for m, i, _ in EDGES if _room(m) == "codec" and not i.startswith("jobs.codec")}
     assert codec <= allowed | {"jobs.errors"}
+
+
+def test_the_code_map_in_the_design_notes_names_every_room_and_the_spark_rooms():
+    """docs/design.md's table of rooms is read against the code: a room added, removed or
+    renamed without the map fails here, and so does its list of the rooms that import Spark."""
+    import re
+
+    text = (JOBS.parent / "docs" / "design.md").read_text()
+    section = text.split("## How the code is laid out", 1)[1].split("\n## ", 1)[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| `")]
+    cells = [ln.split("|")[1].split("(")[0] for ln in rows]  # `codec/` (`wire`, …): codec
+    named = {n.rstrip("/") for cell in cells for n in re.findall(r"`([\w/]+)`", cell)}
+    rooms = {_room(m) for m, _ in _modules()} - {"__init__", "__main__"}
+    assert named == rooms, f"missing {rooms - named}, not rooms {named - rooms}"
+    spark_line = re.search(r"pyspark only in (.+?), boto3", section.replace("\n", " ")).group(1)
+    assert set(re.findall(r"`(\w+)`", spark_line)) == SPARK_ROOMS
