@@ -69,6 +69,16 @@ OOM_EXIT = 3  # HotSpot's exit status under ExitOnOutOfMemoryError
 JVM_EXIT_WAIT_S = 10.0  # a JVM whose connection broke: how long it may take to exit
 
 
+def _jvm_options() -> str:
+    """JVM_OPTIONS, but the collector only where the environment chooses none: a JVM given two
+    refuses to start."""
+    names = ("SPARK_SUBMIT_OPTS", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS")
+    given = " ".join(os.environ.get(k, "") for k in names)
+    if re.search(r"-XX:\+Use\w*GC\b", given):
+        return " ".join(o for o in JVM_OPTIONS.split() if "GC" not in o)
+    return JVM_OPTIONS
+
+
 def spark_session(spark: SparkConfig, s3: S3Settings, batch_rows: int = 8192):
     """Get or create the session. Local masters get our interpreter and the S3A jars; on a
     cluster spark-submit and EMR decide both."""
@@ -93,7 +103,7 @@ def spark_session(spark: SparkConfig, s3: S3Settings, batch_rows: int = 8192):
         conf["spark.ui.enabled"] = "false"
         # a driver out of heap fails in seconds, saying so, instead of G1 collecting for many
         # minutes (it has no overhead limit) and the Python side then losing its connection
-        conf["spark.driver.extraJavaOptions"] = JVM_OPTIONS
+        conf["spark.driver.extraJavaOptions"] = _jvm_options()
     elif spark.master:
         builder = builder.master(spark.master)
     conf |= spark.conf

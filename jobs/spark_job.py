@@ -49,7 +49,10 @@ def killed_attempt_grace(spark) -> float:
     """How long an attempt Spark cancelled may still write: its Python worker gets
     spark.python.task.killTimeout (Spark's default 2s; a bare number is milliseconds, as
     Spark reads it) to stop, and a margin."""
-    raw = str(spark.conf.get("spark.python.task.killTimeout", "2s")).strip().lower()
+    try:
+        raw = str(spark.conf.get("spark.python.task.killTimeout", "2s")).strip().lower()
+    except Exception:  # a JVM that is gone (out of heap) has no conf to ask: Spark's default
+        raw = "2s"
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s|min|m|h|)", raw)
     timeout = float(m.group(1)) * _TIME_UNITS[m.group(2)] if m else 2.0
     return timeout + KILL_MARGIN_S

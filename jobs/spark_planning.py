@@ -48,12 +48,8 @@ class Planner:
     ``sizing`` how the direct path cut its tasks (for run.json)."""
 
     def __init__(self, config: JobConfig, spark, dataframe=None, discovery=None):
-        self.config, self.spark, self.dataframe, self.discovery = (
-            config,
-            spark,
-            dataframe,
-            discovery,
-        )
+        self.config, self.spark = config, spark
+        self.dataframe, self.discovery = dataframe, discovery
         self.sizing: dict = {}
 
     def plan(self):

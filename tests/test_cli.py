@@ -407,6 +407,7 @@ def test_a_driver_out_of_heap_says_so_in_seconds(tmp_path):
         "e.g. --set spark.conf.spark.driver.memory=4g"
     )
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.recordio"))
+    assert "could not remove" not in done.stderr  # the cleanup does not need the dead JVM
 
 
 @pytest.mark.spark
@@ -416,3 +417,14 @@ def test_a_local_driver_jvm_runs_with_an_exit_on_out_of_memory(spark):
 
     bean = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
     assert set(JVM_OPTIONS.split()) <= set(bean.getInputArguments())
+
+
+def test_a_collector_chosen_in_the_environment_is_not_contradicted(monkeypatch):
+    """A JVM given two collectors refuses to start: ours only where none is chosen."""
+    from jobs.session import _jvm_options
+
+    for name in ("SPARK_SUBMIT_OPTS", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    assert "-XX:+UseParallelGC" in _jvm_options().split()
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-Xss4m -XX:+UseG1GC")
+    assert _jvm_options().split() == ["-XX:+ExitOnOutOfMemoryError"]
