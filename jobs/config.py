@@ -300,14 +300,10 @@ def _expand_paths(config: JobConfig) -> JobConfig:
         value = _VAR.sub(var, value)
         return os.path.expanduser(value) if value.startswith("~") else value
 
-    for key in PATH_SETTINGS:
+    for key in PATH_SETTINGS:  # on the config just built: no one else holds it yet
         *parents, leaf = key.split(".")
         section = functools.reduce(getattr, parents, config)
-        new = dataclasses.replace(section, **{leaf: expand(key, getattr(section, leaf))})
-        for depth in range(len(parents), 0, -1):  # rebuild the frozen path up to the root
-            owner = functools.reduce(getattr, parents[: depth - 1], config)
-            new = dataclasses.replace(owner, **{parents[depth - 1]: new})
-        config = new
+        setattr(section, leaf, expand(key, getattr(section, leaf)))
     return config
 
 
