@@ -9,8 +9,10 @@ Two read paths feed the same task (:func:`jobs.task.write_partition`):
   Vector columns, a caller's DataFrame). Numeric columns are assembled into one array column
   in the JVM first, which Arrow hands over far faster than hundreds of separate columns.
 
-The plan itself (path, features, feature_dim, encoding) is decided by :mod:`jobs.planning`;
-this module wires it to Spark, runs it, and commits through :mod:`jobs.runinfo`.
+The plan itself (path, features, feature_dim, encoding) is decided by :mod:`jobs.planning`,
+from what :mod:`jobs.spark_planning` reads; :mod:`jobs.runners` runs it. This module is the
+conversion around them: paths, lease, Spark, plan → run → commit through :mod:`jobs.runinfo`,
+or clean up.
 """
 
 from __future__ import annotations
