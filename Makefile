@@ -54,7 +54,7 @@ node-python:
 TEST_RUN_DIR := $(CURDIR)/build/test-run
 XDIST := -n 2 --dist loadfile
 test: setup
-	$(PY) -m ruff check jobs tests bench
+	$(PY) -m ruff check jobs tests bench scripts
 	rm -rf $(TEST_RUN_DIR)
 	JOBS_TEST_RUN_DIR=$(TEST_RUN_DIR) $(PY) -m pytest -q $(XDIST) -m "not last" --durations=15
 	JOBS_TEST_RUN_DIR=$(TEST_RUN_DIR) $(PY) -m pytest -q -m last
@@ -98,9 +98,10 @@ run: setup
 
 # What a cluster needs, in $(DIST): jobs.pex — our wheel and every runtime dependency of both
 # read paths (pandas included) — not the local stand-in trainer's scikit-learn and SciPy:
-# SageMaker trains on a cluster — at constraints.txt's versions, as
-# manylinux_2_28 wheels for CPython 3.11 on x86_64 and aarch64 (glibc 2.28 <= Amazon Linux
-# 2023's 2.34). No interpreter inside: the nodes' /usr/bin/python3.11 (EMR 7.1+) runs it, and
+# SageMaker trains on a cluster — at constraints.txt's versions, as wheels for CPython 3.11
+# on x86_64 and aarch64 with glibc 2.28 or newer (Amazon Linux 2023 has 2.34):
+# scripts/complete_platform.py lists the tags such a node accepts; nothing is compiled.
+# No interpreter inside: the nodes' /usr/bin/python3.11 (EMR 7.1+) runs it, and
 # the cluster's Spark provides pyspark (PYTHONPATH, inherited). The target is pinned here, not
 # taken from the builder's Python. Then the spark-submit entry script, the configs, and the
 # runtime pins the bootstrap-action route installs.
@@ -113,17 +114,20 @@ pins = {"==".join(w.split("-")[:2]) for w in info["distributions"]}
 print("\n".join(sorted(p for p in pins if not p.startswith("jobs=="))))
 endef
 export PEX_PINS
-PEX_PYTHON := 3.11.2
-PEX_PLATFORMS := manylinux_2_28_x86_64-cp-$(PEX_PYTHON)-cp311 manylinux_2_28_aarch64-cp-$(PEX_PYTHON)-cp311
-RUNTIME_DEPS := numpy pyarrow pandas boto3 pyyaml sqlglot regex
+RUNTIME_DEPS := numpy pyarrow pandas boto3 awscrt pyyaml sqlglot regex
 package: setup
 	rm -rf $(DIST) && mkdir -p $(DIST)
 	src=$$(mktemp -d) && cp -r jobs pyproject.toml README.md $$src/ && \
 	  $(PY) -m pip wheel --quiet --no-deps -w $(DIST) $$src && rm -rf $$src
+	for arch in x86_64 aarch64; do \
+	  $(PY) scripts/complete_platform.py $$arch > $(DIST)/platform-$$arch.json || exit 1; done
 	$(VENV)/bin/pex $(DIST)/jobs-*.whl $(RUNTIME_DEPS) --constraints constraints.txt \
-	  --exclude pyspark --exclude py4j $(foreach p,$(PEX_PLATFORMS),--platform $(p)) \
+	  --exclude pyspark --exclude py4j --pip-version 25.2 --no-build \
+	  --complete-platform $(DIST)/platform-x86_64.json \
+	  --complete-platform $(DIST)/platform-aarch64.json \
 	  --python-shebang /usr/bin/python3.11 --inherit-path=fallback --no-emit-warnings \
 	  --output-file $(DIST)/jobs.pex
+	rm $(DIST)/platform-*.json
 	$(PY) -c "$$PEX_PINS" $(DIST)/jobs.pex > $(DIST)/runtime-constraints.txt
 	cp jobs/entry.py $(DIST)/main.py
 	cp conf/emr.yaml conf/emr-bootstrap.sh $(DIST)/
@@ -136,7 +140,7 @@ docs: setup  # docs/configuration.md from jobs/settings.py
 	$(PY) -c "from jobs.config import reference_page; print(reference_page(), end='')" > docs/configuration.md
 
 lint: setup
-	$(PY) -m ruff check jobs tests bench
+	$(PY) -m ruff check jobs tests bench scripts
 	$(PY) -m ruff format --check jobs tests bench
 
 # Re-pin every package after changing pyproject.toml.

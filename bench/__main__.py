@@ -3,7 +3,7 @@
 import argparse
 import os
 
-from bench import codec_bench, e2e_bench, layout_bench, ml_bench, s3_bench
+from bench import codec_bench, e2e_bench, layout_bench, ml_bench, s3_bench, scale_bench
 
 SUITES = {
     "codec": codec_bench.run,
@@ -11,6 +11,7 @@ SUITES = {
     "ml": ml_bench.run,
     "layout": layout_bench.run,
     "s3": s3_bench.run,
+    "scale": scale_bench.run,
 }
 
 

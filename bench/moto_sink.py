@@ -77,9 +77,32 @@ def _join_completed_parts() -> None:
     models.FakeMultipart.complete = complete
 
 
+def _populate(specs: str) -> None:
+    """``bucket/prefix:count:file[;...]``: ``count`` copies of ``file``'s bytes as
+    ``prefix/part-NNNNNN.parquet``, created in moto's own backend before it serves (the scale
+    bench's inputs of up to 100,000 objects: as many PUTs over HTTP would take longer than the
+    bench itself)."""
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends["123456789012"]["aws"]
+    for spec in specs.split(";"):
+        where, count, path = spec.rsplit(":", 2)
+        bucket, _, prefix = where.partition("/")
+        with open(path, "rb") as f:
+            body = f.read()
+        if bucket not in backend.buckets:
+            backend.create_bucket(bucket, "us-east-1")
+        for i in range(int(count)):
+            backend.put_object(bucket, f"{prefix}/part-{i:06d}.parquet", body)
+
+
 def main() -> None:
+    import os
+
     _hold_values_in_memory()
     _join_completed_parts()
+    if os.environ.get("MOTO_SINK_POPULATE"):
+        _populate(os.environ["MOTO_SINK_POPULATE"])
     from moto.server import main as moto_main
 
     sys.exit(moto_main(sys.argv[1:]))

@@ -49,11 +49,28 @@ def _moto() -> tuple[subprocess.Popen, str]:
     return start_server(server, url, "the S3 sink"), url
 
 
+def _moto_with(populate: str) -> tuple[subprocess.Popen, str]:
+    """The sink, holding ``bucket/prefix:count:file`` objects from its start (moto_sink)."""
+    url = f"http://127.0.0.1:{free_port()}"
+    os.environ["MOTO_SINK_POPULATE"] = populate
+    try:
+        server = [str(Path(__file__).with_name("moto_sink.py"))]
+        return start_server(server, url, "the S3 sink", wait_s=600), url
+    finally:
+        del os.environ["MOTO_SINK_POPULATE"]
+
+
 def _shaped(upstream: str) -> tuple[subprocess.Popen, str]:
+    return _shaped_link(upstream, LATENCY_MS, RATE_MB)
+
+
+def _shaped_link(
+    upstream: str, latency_ms: float, rate_mb: float = 1000
+) -> tuple[subprocess.Popen, str]:
     proxy = Path(__file__).resolve().parent.parent / "tests" / "faultproxy.py"
     proc = subprocess.Popen(
-        [sys.executable, str(proxy), "--upstream", upstream, "--rate-mb", str(RATE_MB),
-         "--latency-ms", str(LATENCY_MS)],
+        [sys.executable, str(proxy), "--upstream", upstream, "--rate-mb", str(rate_mb),
+         "--latency-ms", str(latency_ms)],
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip

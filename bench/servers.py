@@ -15,15 +15,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(command: list[str], url: str, what: str):
+def start_server(command: list[str], url: str, what: str, wait_s: float = 60):
     """A moto server (stock, or the bench's sink) started as its own process on ``url``,
-    once it answers; it is killed if it does not within a minute."""
+    once it answers; it is killed if it does not within ``wait_s``."""
     proc = subprocess.Popen(
         [sys.executable, *command, "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 60
+    deadline = time.time() + wait_s
     while True:
         try:
             urllib.request.urlopen(url + "/moto-api/", timeout=1)

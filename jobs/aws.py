@@ -71,16 +71,21 @@ def _record(path: str, model, params: dict) -> None:
         frame = frame.f_back
 
 
-def s3_client(settings, max_attempts: int | None = None, **config):
+def s3_client(settings, max_attempts: int | None = None, sign_payload: bool = True, **config):
     """The S3 client of the job (driver and tasks alike) for ``S3Settings``; a quick check
-    passes fewer attempts and shorter timeouts."""
+    passes fewer attempts and shorter timeouts. ``sign_payload=False`` is for uploads that
+    carry a CRC S3 verifies: botocore signs an https body that way already, and would hash
+    a plain-http one (a local endpoint's) a second time, with sha256, only to sign it."""
+    s3 = {"addressing_style": "path"} if settings.endpoint_url else {}
+    if not sign_payload:
+        s3["payload_signing_enabled"] = False
     return client(
         "s3",
         settings.region,
         settings.endpoint_url,
         settings.retry_mode,
         max_attempts or settings.max_attempts,
-        s3={"addressing_style": "path"} if settings.endpoint_url else {},
+        s3=s3,
         **config,
     )
 
@@ -90,13 +95,16 @@ def task_s3_client(settings):
     0.1 s of CPU (botocore parses the S3 service model and its endpoint rules), which every
     task paid at its start, before its first read, and its pooled connections were dropped at
     its end. Clients are thread-safe; a Python worker runs one task at a time, whose parts in
-    flight and completions the pool is sized for."""
+    flight and completions the pool is sized for. Every body it sends carries a CRC that S3
+    verifies (:class:`jobs.storage.S3ShardWriter`), so its payloads are not signed again."""
     return _task_s3_client(settings, os.environ.get(RECORD_CALLS))
 
 
 @functools.lru_cache(maxsize=4)
 def _task_s3_client(settings, record: str | None):  # record: a new path is a new client
-    return s3_client(settings, max_pool_connections=max(10, settings.parts_in_flight + 2))
+    return s3_client(
+        settings, sign_payload=False, max_pool_connections=max(10, settings.parts_in_flight + 2)
+    )
 
 
 def has_credentials() -> bool:

@@ -161,8 +161,8 @@ _PARSERS = [
         "inspect",
         "decode and check shards: a file, directory, s3 prefix, manifest or run",
         "Decode every record; print records, feature_dim, encoding, label histogram and the "
-        "first rows; for a run, verify each shard's sha256 and count against run.json. Exits "
-        "non-zero on any corrupt record or mismatch.",
+        "first rows; for a run, verify each shard's checksum (output.checksum, as S3 keeps it) "
+        "and count against run.json. Exits non-zero on any corrupt record or mismatch.",
         _inspect_args,
         True,
     ),

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .settings import CHANNELS, LONG_MAX, PREDICTOR_TYPES, RANGES, JobConfig
+from .settings import CHANNELS, CHECKSUMS, LONG_MAX, PREDICTOR_TYPES, RANGES, JobConfig
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,7 @@ _CHOICES = {
     "output.mode": ("error", "overwrite", "resume"),
     "output.encoding": ("dense", "sparse", "auto"),
     "output.shuffle": ("none", "rows"),
+    "output.checksum": CHECKSUMS,
     "read.path": ("auto", "direct", "spark"),
     "s3.retry_mode": ("standard", "adaptive", "legacy"),
     "s3.sse": (None, "AES256", "aws:kms"),

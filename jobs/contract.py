@@ -51,8 +51,9 @@ class ShardReport:
     partition: int
     rows: int
     bytes: int
-    sha256: str
+    checksum: str  # S3's full-object checksum of the shard (RunMetadata.checksum names it)
     labels: dict[str, int]  # label_key → rows; empty for a regressor
+    sha256: str = ""  # only with output.sha256
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,9 @@ class Shard:
     key: str
     rows: int
     bytes: int
-    sha256: str
+    checksum: str = ""  # base64, as S3 reports it (RunMetadata.checksum: which one)
     labels: dict = field(default_factory=dict)  # label → rows (classifiers): the shard's mix
+    sha256: str = ""  # only with output.sha256 (and in runs from before the CRC checksums)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class RunMetadata:
     features: dict  # {"layout": columns | array | vector, "columns": [...] or a count}
     label: str | None
     channels: dict[str, ChannelRun]
+    checksum: str = ""  # the shards' S3 full-object checksum: crc64nvme | crc32c
     rows_read: int = 0
     rows_dropped: int = 0
     rows_zeroed: int = 0
@@ -231,6 +234,7 @@ def summarize_run(
         features={"layout": plan.layout, "columns": names if len(names) <= 10_000 else len(names)},
         label=config.select.label,
         channels=out,
+        checksum=config.output.checksum,
         rows_read=totals["rows_in"],
         rows_dropped=totals["dropped"],
         rows_zeroed=totals["fixed"],
@@ -291,7 +295,9 @@ def _channel_run(channel, shards: list[ShardReport], tasks, config: JobConfig) -
         rows=rows,
         bytes=sum(s.bytes for s in mine),
         labels=dict(sorted(labels.items(), key=lambda kv: float(kv[0]))),
-        shards=tuple(Shard(s.key, s.rows, s.bytes, s.sha256, dict(s.labels)) for s in mine),
+        shards=tuple(
+            Shard(s.key, s.rows, s.bytes, s.checksum, dict(s.labels), s.sha256) for s in mine
+        ),
     )
 
 

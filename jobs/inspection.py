@@ -1,7 +1,8 @@
 """Look inside shards: a shard, a directory or S3 prefix, a manifest, or a whole run.
 
 Every record is decoded (so a corrupt one is found, with its file and byte offset) and every
-shard of a run is checked against the checksum and counts in its metadata.
+shard of a run is checked against the checksums and counts in its metadata: the S3 full-object
+checksum (CRC64NVME or CRC32C) always, sha256 where the run recorded one.
 """
 
 from __future__ import annotations
@@ -17,20 +18,23 @@ from . import codec
 from .contract import RunMetadata, label_key
 from .errors import CodecError, StorageError
 from .runinfo import METADATA, RunLayout, load_run, manifest_shards
-from .storage import Location, Store
+from .storage import Checksum, Location, Store
 
 
 class _Hashing:
-    """A read-through stream that hashes what it hands out."""
+    """A read-through stream that checksums what it hands out (and hashes it, if asked)."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, checksum: str, sha256: bool):
         self.inner = inner
-        self.hash = hashlib.sha256()
+        self.checksum = Checksum(checksum)
+        self.hash = hashlib.sha256() if sha256 else None
         self.bytes = 0
 
     def read(self, n=-1):
         data = self.inner.read(n)
-        self.hash.update(data)
+        self.checksum.update(data)
+        if self.hash is not None:
+            self.hash.update(data)
         self.bytes += len(data)
         return data
 
@@ -44,21 +48,25 @@ class ShardCheck:
     feature_dim: int | None = None
     labels: Counter = field(default_factory=Counter)
     head: list = field(default_factory=list)
+    checksum: str = ""
     sha256: str = ""
     problem: str | None = None
 
 
-def inspect_shard(store: Store, loc: Location, head: int = 3) -> ShardCheck:
+def inspect_shard(
+    store: Store, loc: Location, head: int = 3, checksum: str = "crc64nvme", sha256: bool = False
+) -> ShardCheck:
     report = ShardCheck(loc.uri)
     with store.open(loc) as raw:
-        stream = _Hashing(raw)
+        stream = _Hashing(raw, checksum, sha256)
         try:
             for batch in codec.iter_batches(stream):
                 _add(report, batch, head)
         except CodecError as exc:
             report.problem = f"{loc.uri}: {exc}"
     report.bytes = stream.bytes
-    report.sha256 = stream.hash.hexdigest()
+    report.checksum = stream.checksum.value
+    report.sha256 = stream.hash.hexdigest() if stream.hash is not None else ""
     return report
 
 
@@ -111,7 +119,11 @@ def _targets(store: Store, target: str) -> tuple[list[Location], dict | None, Ru
 def inspect(store: Store, target: str, head: int = 3, verify: bool = True) -> dict:
     """A report of every shard; ``problems`` lists corrupt records and checksum mismatches."""
     shards, meta, layout = _targets(store, target)
-    reports = [inspect_shard(store, s, head) for s in shards]
+    algorithm = (meta.checksum if meta is not None else "") or "crc64nvme"
+    sha256 = meta is not None and any(
+        s.sha256 for info in meta.channels.values() for s in info.shards
+    )
+    reports = [inspect_shard(store, s, head, algorithm, sha256) for s in shards]
     problems = [r.problem for r in reports if r.problem]
     if meta is not None and verify:
         problems += _verify(reports, meta, layout)
@@ -139,7 +151,8 @@ def inspect(store: Store, target: str, head: int = 3, verify: bool = True) -> di
                 "uri": r.uri,
                 "records": r.records,
                 "bytes": r.bytes,
-                "sha256": r.sha256,
+                algorithm: r.checksum,
+                **({"sha256": r.sha256} if r.sha256 else {}),
                 "labels": dict(sorted(r.labels.items(), key=lambda kv: float(kv[0]))),
             }
             for r in reports
@@ -157,7 +170,11 @@ def _verify(reports: list[ShardCheck], meta: RunMetadata, layout: RunLayout) -> 
             r = by_uri.get(uri)
             if r is None or r.problem:
                 continue
-            if r.sha256 != s.sha256:
+            if s.checksum and r.checksum != s.checksum:
+                problems.append(
+                    f"{uri}: {meta.checksum} {r.checksum} differs from the run's {s.checksum}"
+                )
+            if s.sha256 and r.sha256 != s.sha256:
                 problems.append(
                     f"{uri}: sha256 {r.sha256[:12]}… differs from the run's {s.sha256[:12]}…"
                 )

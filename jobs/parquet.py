@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 GLOB = re.compile(r"[*?\[{]")
 DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 FOOTER_THREADS = 16
+LIST_THREADS = 16  # folders of one input listed at once (S3)
 
 
 def filesystem(uri: str, s3: S3Settings) -> tuple[pafs.FileSystem, str]:
@@ -77,7 +78,7 @@ def _uri_of(template: str, path: str) -> str:
     return f"{scheme}://{path}" if scheme in S3_SCHEMES else path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParquetFile:
     uri: str
     path: str  # on its filesystem
@@ -87,7 +88,7 @@ class ParquetFile:
     partition: tuple[tuple[str, object], ...] = ()  # (column, value) from key=value folders
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Piece:
     """Part of one Parquet file: all of it (row_groups None) or some row groups."""
 
@@ -208,7 +209,7 @@ def _walk(uri: str, s3: S3Settings) -> list[_Found]:
         if info.type == pafs.FileType.File:
             found.append(_Found(_uri_of(uri, root), root, info.size, (), globbed))
             continue
-        entries = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        entries = _list_tree(fs, root)
         for entry in sorted(entries, key=lambda e: e.path):
             if entry.type != pafs.FileType.File:
                 continue
@@ -222,6 +223,30 @@ def _walk(uri: str, s3: S3Settings) -> list[_Found]:
                        len(rel) > 1, base)
             )  # fmt: skip
     return found
+
+
+def _list_tree(fs: pafs.FileSystem, root: str) -> list[pafs.FileInfo]:
+    """Everything under ``root``. On S3 a recursive listing is one sequence of ListObjectsV2
+    pages (1,000 keys each, every page waiting for the one before); here the first level is
+    listed alone, and each of its folders' trees (partition folders, most often) is listed on a
+    thread of its own, so their pages come in side by side. Hidden folders (``_temporary``,
+    ``.spark-staging``) are not listed at all: nothing in them is read."""
+    if not isinstance(fs, pafs.S3FileSystem):
+        return fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    top = fs.get_file_info(pafs.FileSelector(root))
+    folders = [
+        e.path for e in top
+        if e.type == pafs.FileType.Directory and not _hidden(e.path.rsplit("/", 1)[-1])
+    ]  # fmt: skip
+    entries = [e for e in top if e.type != pafs.FileType.Directory]
+
+    def tree(folder: str) -> list[pafs.FileInfo]:
+        return fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+
+    with ThreadPoolExecutor(max(1, min(LIST_THREADS, len(folders)))) as pool:
+        for below in pool.map(tree, folders):
+            entries += below
+    return entries
 
 
 def _partition_folders(folders: list[str]) -> tuple[tuple[tuple[str, str], ...], int]:
@@ -326,18 +351,16 @@ def _typed(value: str, t: pa.DataType):
     return value
 
 
-def _footer(found: _Found, s3: S3Settings):
+def _footer(uri: str, path: str, size: int, s3: S3Settings):
     """The file's footer, read at the size the listing gave: no HEAD request before the GETs
     (on S3 a round trip per file, with a task's first file on its critical path)."""
-    fs, _ = filesystem(found.uri, s3)
+    fs, _ = filesystem(uri, s3)
     try:
-        fragment = ds.ParquetFileFormat().make_fragment(
-            found.path, filesystem=fs, file_size=found.size
-        )
+        fragment = ds.ParquetFileFormat().make_fragment(path, filesystem=fs, file_size=size)
         meta = fragment.metadata
         return meta.schema.to_arrow_schema(), meta
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise InputError(f"cannot read Parquet file {found.uri}: {exc}") from None
+        raise InputError(f"cannot read Parquet file {uri}: {exc}") from None
 
 
 def pandas_index(schema: pa.Schema) -> list[str]:
@@ -434,17 +457,27 @@ class Stopped(Exception):
     """Discovery was asked to stop (the run failed before it needed the inputs)."""
 
 
-def discover(uris: list[str], s3: S3Settings, stop: threading.Event | None = None) -> Inventory:
-    """Every Parquet file of the inputs, with its footer's facts, and the unified schema;
-    ``stop`` set ends it early (between listings and between footers) with :class:`Stopped`."""
+@dataclass
+class Listing:
+    """The inputs' Parquet files as listed (no footer read yet): what discovery knows before
+    it reads footers, on the driver or in a Spark job (:func:`read_footers`)."""
 
-    def check() -> None:
-        if stop is not None and stop.is_set():
-            raise Stopped
+    uris: list[str]
+    found: list[_Found]  # the files to read, none empty
+    part_types: dict[str, pa.DataType]
+    declined: str | None
 
+    def items(self) -> list[tuple[str, str, int]]:
+        """(uri, path, size) per file: what a footer reader needs, small to ship to tasks."""
+        return [(f.uri, f.path, f.size) for f in self.found]
+
+
+def list_inputs(uris: list[str], s3: S3Settings, stop: threading.Event | None = None) -> Listing:
+    """Every Parquet file of the inputs, as Spark lists them, with its partition values."""
     found = []
     for uri in uris:
-        check()
+        if stop is not None and stop.is_set():
+            raise Stopped
         found += _walk(uri, s3)
     if not found:
         raise InputError(f"no Parquet files under {', '.join(uris)}")
@@ -463,29 +496,100 @@ def discover(uris: list[str], s3: S3Settings, stop: threading.Event | None = Non
     fss = {type(filesystem(f.uri, s3)[0]) for f in found}
     if len(fss) > 1:
         raise InputError(f"inputs mix local and S3 paths ({', '.join(uris)})")
+    return Listing(list(uris), found, part_types, declined)
 
-    def footer(f: _Found):
-        check()
-        return _footer(f, s3)
 
-    with ThreadPoolExecutor(min(FOOTER_THREADS, len(found))) as pool:
-        footers = list(pool.map(footer, found))
-    data_schema, merged = _unify([(f.uri, schema) for f, (schema, _) in zip(found, footers)])
+@dataclass(frozen=True)
+class Footers:
+    """What the footers of some files say, kept small: each distinct schema once, and per file
+    (rows, ((rows, bytes) per row group)). Picklable: a Spark task's answer."""
+
+    schemas: list[pa.Schema]
+    files: list[tuple[int, tuple[tuple[int, int], ...]]]
+    first: list[str]  # the first file of each schema (for messages)
+
+    @staticmethod
+    def joined(parts: list[Footers]) -> Footers:
+        """Several readers' answers (in file order) as one, each schema still once."""
+        schemas, first, files, seen = [], [], [], set()
+        for part in parts:
+            for schema, uri in zip(part.schemas, part.first):
+                key = schema.serialize().to_pybytes()
+                if key not in seen:
+                    seen.add(key)
+                    schemas.append(schema)
+                    first.append(uri)
+            files += part.files
+        return Footers(schemas, files, first)
+
+
+def read_footers(
+    items: list[tuple[str, str, int]],
+    s3: S3Settings,
+    threads: int = FOOTER_THREADS,
+    stop: threading.Event | None = None,
+) -> Footers:
+    """The footers of ``items`` ((uri, path, size) each), ``threads`` at a time: on the driver
+    for a few files, in Spark tasks for many (:mod:`jobs.spark_planning`)."""
+
+    def footer(item):
+        if stop is not None and stop.is_set():
+            raise Stopped
+        return _footer(*item, s3)
+
+    schemas, first, files, seen = [], [], [], set()
+    with ThreadPoolExecutor(max(1, min(threads, len(items)))) as pool:
+        for (uri, _, _), (schema, meta) in zip(items, pool.map(footer, items)):
+            key = schema.serialize().to_pybytes()
+            if key not in seen:
+                seen.add(key)
+                schemas.append(schema)
+                first.append(uri)
+            groups = tuple(
+                (meta.row_group(i).num_rows, meta.row_group(i).total_byte_size)
+                for i in range(meta.num_row_groups)
+            )
+            files.append((meta.num_rows, _shared(groups)))
+    return Footers(schemas, files, first)
+
+
+_SHARED: dict = {}
+
+
+def _shared(value):
+    """One object for equal small values (row-group facts, partition values): 100,000 files
+    of one layout hold one copy, not 100,000."""
+    if len(_SHARED) > 100_000:
+        _SHARED.clear()
+    return _SHARED.setdefault(value, value)
+
+
+def inventory(listing: Listing, footers: Footers) -> Inventory:
+    """The inventory of listed files from their footers: the unified schema, each file's
+    facts and partition values."""
+    part_types, declined = listing.part_types, listing.declined
+    data_schema, merged = _unify(list(zip(footers.first, footers.schemas)))
     clash = [k for k in part_types if k.lower() in {n.lower() for n in data_schema.names}]
     if clash:
         part_types, declined = {}, f"partition column {clash[0]!r} is also a column in the files"
     files = tuple(
         ParquetFile(
-            f.uri, f.path, f.size, meta.num_rows,
-            tuple((meta.row_group(i).num_rows, meta.row_group(i).total_byte_size)
-                  for i in range(meta.num_row_groups)),
-            tuple((k, _typed(v, part_types[k])) for k, v in f.parts if k in part_types),
+            f.uri, f.path, f.size, rows, groups,
+            _shared(tuple((k, _typed(v, part_types[k])) for k, v in f.parts if k in part_types)),
         )
-        for f, (_, meta) in zip(found, footers)
+        for f, (rows, groups) in zip(listing.found, footers.files)
     )  # fmt: skip
     schema = pa.schema([*data_schema, *(pa.field(k, t) for k, t in part_types.items())])
-    index = dict.fromkeys(c for schema_, _ in footers for c in pandas_index(schema_))
+    index = dict.fromkeys(c for schema_ in footers.schemas for c in pandas_index(schema_))
     return Inventory(files, schema, tuple(part_types), merged, declined, data_schema, tuple(index))
+
+
+def discover(uris: list[str], s3: S3Settings, stop: threading.Event | None = None) -> Inventory:
+    """Every Parquet file of the inputs, with its footer's facts, and the unified schema, all
+    read here; ``stop`` set ends it early (between listings and between footers) with
+    :class:`Stopped`."""
+    listing = list_inputs(uris, s3, stop)
+    return inventory(listing, read_footers(listing.items(), s3, stop=stop))
 
 
 def check_exists(uris: list[str], s3: S3Settings) -> None:

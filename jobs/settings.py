@@ -16,6 +16,8 @@ from .errors import ConfigError
 CHANNELS = ("train", "validation", "test")
 LONG_MAX = 2**63 - 1  # a Spark or Java seed is a long
 PREDICTOR_TYPES = ("binary_classifier", "multiclass_classifier", "regressor")
+# S3's full-object checksums a shard may carry (S3 verifies them on upload)
+CHECKSUMS = ("crc64nvme", "crc32c")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,9 @@ class OutputConfig:
     mode: str = "error"  # error | overwrite | resume (a retry: a committed run is kept, not redone)
     encoding: str = "auto"  # dense | sparse | auto
     max_shard_mb: int = 128  # a task starts a new shard past this size
+    # each shard's full-object checksum: S3 verifies it on upload, run.json and inspect keep it
+    checksum: str = "crc64nvme"  # crc64nvme | crc32c
+    sha256: bool = False  # also each shard's sha256 (in run.json, checked by inspect)
     shards: int | None = None  # an exact count per channel
     shuffle: str = "none"  # none | rows: a seeded global row shuffle (a Spark shuffle)
     seed: int = 42  # for shuffle: rows
@@ -123,6 +128,9 @@ class ReadConfig:
     # direct-path tasks, sized as Spark's file scan sizes them (spark.sql.files.*)
     max_task_mb: int = 128  # maxPartitionBytes: the most Parquet bytes one task reads
     open_cost_mb: int = 4  # openCostInBytes: what opening one more file counts as
+    # inputs of up to this many files have their footers read on the driver (while Spark
+    # starts); more, by a Spark job, as Spark's mergeSchema reads them
+    driver_footers: int = 1000
 
 
 @dataclass
@@ -246,6 +254,7 @@ RANGES = {
     "read.range_mb": Range(1, 5 * 1024),
     "read.max_task_mb": Range(1),
     "read.open_cost_mb": Range(0),
+    "read.driver_footers": Range(0, why="0: always a Spark job"),
     "s3.max_attempts": Range(1, 100, why="the first attempt included"),
     "s3.part_size_mb": Range(5, 5120, why="S3's parts are 5 MB to 5 GB"),
     "s3.parts_in_flight": Range(1, 64, why="1: one part at a time"),

@@ -270,6 +270,8 @@ class Conversion:
             encoding=plan.encoding,
             feature_dim=plan.feature_dim,
             max_shard_bytes=None if cfg.output.shards else cfg.output.max_shard_mb << 20,
+            checksum=cfg.output.checksum,
+            sha256=cfg.output.sha256,
             split=dict(cfg.input.split),
             seed=cfg.input.seed,
         )

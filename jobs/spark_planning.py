@@ -34,13 +34,42 @@ PROBE_ROWS = 16  # the Spark path: rows that give a vector's or an array's size
 
 
 def inventories(config: JobConfig, stop=None) -> dict:
-    """Channel (None for a split input) → its Parquet files and schema."""
+    """Channel (None for a split input) → its Parquet files and schema, or, for an input of
+    more than ``read.driver_footers`` files, its :class:`parquet.Listing`, whose footers a
+    Spark job reads (:func:`spark_footers`). Runs before Spark is up."""
     out = {}
     for channel, uris in config.channels().items():
-        out[None if config.input.split else channel] = parquet.discover(uris, config.s3, stop)
+        listing = parquet.list_inputs(uris, config.s3, stop)
+        if len(listing.found) <= config.read.driver_footers:
+            footers = parquet.read_footers(listing.items(), config.s3, stop=stop)
+            listing = parquet.inventory(listing, footers)
+        out[None if config.input.split else channel] = listing
         if config.input.split:
             break  # one input, routed in the tasks
     return out
+
+
+def spark_footers(spark, listing: parquet.Listing, s3) -> parquet.Footers:
+    """The listed files' footers, read by a Spark job as Spark's ``mergeSchema`` reads them
+    (``mergeSchemasInParallel``): the driver holds the listing and the small answers, never
+    a footer. One task per core, each reading ``FOOTER_THREADS`` footers at a time; a file
+    that cannot be read is an InputError naming it, as on the driver."""
+    items = listing.items()
+    slices = max(1, min(len(items), spark.sparkContext.defaultParallelism))
+    threads = parquet.FOOTER_THREADS
+
+    def read(part):
+        try:
+            yield parquet.read_footers(list(part), s3, threads)
+        except InputError as exc:
+            yield str(exc)
+
+    answers = spark.sparkContext.parallelize(items, slices).mapPartitions(read).collect()
+    failed = [a for a in answers if isinstance(a, str)]
+    if failed:
+        raise InputError(failed[0])
+    log.info("input: %d footers read by a Spark job of %d tasks", len(items), slices)
+    return parquet.Footers.joined(answers)
 
 
 class Planner:
@@ -75,9 +104,13 @@ class Planner:
         """Channel (None for a split input) → its Parquet files and schema; {} for a DataFrame."""
         if self.dataframe is not None:
             return {}
-        if self.discovery is not None:
-            return self.discovery.result()
-        return inventories(self.config)
+        found = self.discovery.result() if self.discovery is not None else inventories(self.config)
+        return {
+            channel: parquet.inventory(got, spark_footers(self.spark, got, self.config.s3))
+            if isinstance(got, parquet.Listing)
+            else got
+            for channel, got in found.items()
+        }
 
     def _direct_tasks(self, inventories):
         """(channel or None for a split, index, pieces) per task, packed as Spark's file scan

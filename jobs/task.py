@@ -51,6 +51,8 @@ class TaskPlan:
     encoding: str  # dense | sparse
     feature_dim: int
     max_shard_bytes: int | None  # None: one shard per partition (output.shards)
+    checksum: str = "crc64nvme"  # output.checksum: S3's, verified by S3 on upload
+    sha256: bool = False  # output.sha256
     channel: str | None = None  # None: rows are routed by ``split``
     split: dict[str, float] = field(default_factory=dict)
     seed: int = 42
@@ -169,7 +171,9 @@ class _ChannelSink:
             if self.writer is None:
                 self.key = shard_name(self.partition, self.roll, p.run_id)
                 dest = self.layout.shard(self.channel, self.key)
-                self.writer = open_shard(dest, p.s3, uploads=self.uploads)
+                self.writer = open_shard(
+                    dest, p.s3, uploads=self.uploads, checksum=p.checksum, sha256=p.sha256
+                )
             room = cap - self.writer.bytes if cap else None
             if room is None or len(view) - base <= room:
                 self.writer.write(view[base:])
@@ -207,8 +211,8 @@ class _ChannelSink:
         self.store_seconds += w.wait_seconds
         self.done.append(
             ShardReport(
-                self.channel, self.key, self.partition, self.rows, w.bytes, w.sha256,
-                dict(self.labels),
+                self.channel, self.key, self.partition, self.rows, w.bytes, w.checksum,
+                dict(self.labels), w.sha256,
             )
         )  # fmt: skip
         log.info("shard %s/%s: %d rows, %.1f MB", self.channel, self.key, self.rows, w.bytes / 1e6)

@@ -108,8 +108,8 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     assert bad.returncode == 2
     assert bad.stderr.strip() == (
         "error: unknown config key 'output.mdoe' (did you mean output.mode?); "
-        "valid keys here: path, mode, encoding, max_shard_mb, shards, shuffle, seed, "
-        "lease_timeout_s, take_over_lease, keep, series, logical_date"
+        "valid keys here: path, mode, encoding, max_shard_mb, checksum, sha256, shards, shuffle, "
+        "seed, lease_timeout_s, take_over_lease, keep, series, logical_date"
     )
     missing = in_process(
         capsys, "train", "--config", "conf/local.yaml", "--run", str(tmp_path / "none")

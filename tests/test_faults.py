@@ -9,7 +9,7 @@ error with nothing under the output; and never a multipart upload left pending.
 
 from __future__ import annotations
 
-import hashlib
+import base64
 import json
 import os
 import re
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from awscrt.checksums import crc64nvme
 from faultproxy import Fault
 from helpers import (
     cli_sets,
@@ -96,8 +97,8 @@ def baseline(spark, data, fault_bucket, moto_server):
 
 
 def _shards(meta):
-    """(name without the run id, rows, bytes, sha256) per shard: equal for equal runs."""
-    return [(shard_id(s.key), s.rows, s.bytes, s.sha256) for s in meta.channels["train"].shards]
+    """(name without the run id, rows, bytes, checksum) per shard: equal for equal runs."""
+    return [(shard_id(s.key), s.rows, s.bytes, s.checksum) for s in meta.channels["train"].shards]
 
 
 def assert_committed_like(s3, bucket, prefix, baseline_meta, data):
@@ -108,9 +109,11 @@ def assert_committed_like(s3, bucket, prefix, baseline_meta, data):
     _, meta = load_run(uri, store, verify=True)
     assert _shards(meta) == _shards(baseline_meta)
     shard_keys = [f"{prefix}/data/train/{s.key}" for s in meta.channels["train"].shards]
-    for key, (_, _, _, sha) in zip(shard_keys, _shards(meta)):
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        assert hashlib.sha256(body).hexdigest() == sha
+    for key, (_, _, _, crc) in zip(shard_keys, _shards(meta)):
+        got = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        # the bytes' CRC64NVME in one call of botocore's own CRC, and the one S3 keeps
+        assert base64.b64encode(crc64nvme(got["Body"].read()).to_bytes(8, "big")).decode() == crc
+        assert got["ChecksumCRC64NVME"] == crc
     manifest = relative_key(meta.channels["train"].manifest, bucket)
     assert sorted(s3_objects(s3, bucket, f"{prefix}/")) == sorted(
         [*shard_keys, manifest, f"{prefix}/run.json"]

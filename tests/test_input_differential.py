@@ -26,7 +26,7 @@ from jobs.errors import InputError
 from jobs.exact import column_to_float32
 from jobs.planning import arrow_columns, resolve_features
 from jobs.settings import FeatureSpec, S3Settings
-from jobs.spark_planning import _spark_cannot_read, _spark_columns
+from jobs.spark_planning import _spark_cannot_read, _spark_columns, spark_footers
 
 pytestmark = pytest.mark.spark
 
@@ -186,6 +186,30 @@ def _features(columns, index) -> tuple | str:
         return f"refused: {str(exc)[:40]}"
 
 
+def _discover_both(spark, root: str):
+    """The inventory with every footer read on the driver, and with the footers read by a
+    Spark job (an input of more than read.driver_footers files): the same inventory, or the
+    same refusal."""
+
+    def in_spark():
+        listing = parquet.list_inputs([root], S3Settings())
+        return parquet.inventory(listing, spark_footers(spark, listing, S3Settings()))
+
+    got = []
+    for read in (lambda: parquet.discover([root], S3Settings()), in_spark):
+        try:
+            got.append(read())
+        except InputError as exc:
+            got.append(exc)
+    driver, spark_job = got
+    if isinstance(driver, InputError):
+        assert str(spark_job) == str(driver), f"driver: {driver}; Spark job: {spark_job}"
+        raise driver
+    assert spark_job == driver
+    assert spark_job.schema.equals(driver.schema, check_metadata=True)
+    return driver
+
+
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(files=datasets())
 @example(files=[(pa.table({"c0": pa.array([1, None], pa.duration("s")),
@@ -205,7 +229,7 @@ def _types(spark, files):
     try:
         _write(folder, files, spark)
         try:
-            inventory = parquet.discover([str(folder)], S3Settings())
+            inventory = _discover_both(spark, str(folder))
         except InputError as exc:
             ours_failed = exc
         else:

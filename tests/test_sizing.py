@@ -64,6 +64,40 @@ def test_thousands_of_tiny_files_become_a_handful_of_tasks_and_shards(spark, tmp
     np.testing.assert_array_equal(sorted_rows(got_x, got_y), sorted_rows(x, y.astype(np.float32)))
 
 
+def test_footers_read_by_a_spark_job_plan_the_same_tasks_and_bytes(spark, tmp_path, caplog):
+    """An input of more than read.driver_footers files has its footers read by a Spark job:
+    the same tasks (row groups split across tasks, a merged schema) and the same shard bytes
+    as with every footer read on the driver; a file that is not Parquet is named alike."""
+    rng = np.random.default_rng(5)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(9):
+        n = 40_000 if i == 0 else 500
+        cols = {"a": rng.random(n), "b": rng.random(n), "target": rng.integers(0, 2, n)}
+        if i >= 6:
+            cols["c"] = rng.random(n)  # a column only some files have: merged, NULLs elsewhere
+        pq.write_table(pa.table(cols), src / f"part-{i}.parquet", row_group_size=5_000)
+    caplog.set_level(logging.INFO, logger="jobs.spark_planning")
+    metas = {}
+    for driver_footers in (1000, 2):
+        metas[driver_footers] = _convert(
+            spark, src, tmp_path / f"out-{driver_footers}",
+            **{"read.path": "direct", "read.driver_footers": driver_footers,
+               "read.max_task_mb": 1, "select.invalid": "zero"},
+        )  # fmt: skip
+    jobs_run = [
+        r.getMessage() for r in caplog.records if "footers read by a Spark job" in r.getMessage()
+    ]
+    assert len(jobs_run) == 1 and jobs_run[0].startswith("input: 9 footers"), jobs_run
+    driver, spark_job = metas[1000], metas[2]
+    assert spark_job.task_sizing == driver.task_sizing and driver.task_sizing["tasks"] > 2
+    assert _shards(spark_job) == _shards(driver)
+    (src / "part-9.parquet").write_bytes(b"not parquet at all")
+    for driver_footers in (1000, 2):
+        with pytest.raises(InputError, match=r"cannot read Parquet file .*part-9\.parquet"):
+            _convert(spark, src, tmp_path / "bad", **{"read.driver_footers": driver_footers})
+
+
 def test_one_large_file_is_split_at_row_groups_across_the_cores(spark, tmp_path):
     rng = np.random.default_rng(1)
     x = rng.random((80_000, 8), dtype=np.float32)
@@ -146,7 +180,7 @@ def sorted_input(tmp_path_factory):
 
 
 def _shards(meta):
-    return [(shard_id(s.key), s.rows, s.bytes, s.sha256) for s in meta.channels["train"].shards]
+    return [(shard_id(s.key), s.rows, s.bytes, s.checksum) for s in meta.channels["train"].shards]
 
 
 @pytest.mark.parametrize("path", ["direct", "spark"])

@@ -11,21 +11,24 @@ from __future__ import annotations
 import json
 
 from ..aws import S3_SCHEMES, require_credentials, s3_client
-from ..settings import S3Settings
-from .base import AlreadyExists, ConditionFailed, ShardWriter
+from ..settings import CHECKSUMS, S3Settings
+from .base import AlreadyExists, Checksum, ConditionFailed, ShardWriter, checksum_of
 from .local import LocalShardWriter, LocalStore
 from .location import Location
 from .s3 import MIN_PART_BYTES, S3ShardWriter, S3Store, S3Uploads
 
 __all__ = [
+    "CHECKSUMS",
     "S3_SCHEMES",
     "MIN_PART_BYTES",
     "AlreadyExists",
+    "Checksum",
     "ConditionFailed",
     "Location",
     "S3Settings",
     "ShardWriter",
     "Store",
+    "checksum_of",
     "manifest",
     "open_shard",
     "require_credentials",
@@ -35,13 +38,19 @@ __all__ = [
 
 
 def open_shard(
-    dest: Location, settings: S3Settings, client=None, uploads: S3Uploads | None = None
+    dest: Location,
+    settings: S3Settings,
+    client=None,
+    uploads: S3Uploads | None = None,
+    checksum: str = "crc64nvme",
+    sha256: bool = False,
 ) -> ShardWriter:
     """A writer for one shard at ``dest`` (see :class:`ShardWriter`); S3 shards of one task
-    share its ``uploads`` (see :func:`task_uploads`)."""
+    share its ``uploads`` (see :func:`task_uploads`). ``checksum`` is one of S3's full-object
+    checksums (:data:`CHECKSUMS`), which S3 verifies on upload; ``sha256`` adds our own."""
     if dest.scheme == "file":
-        return LocalShardWriter(dest)
-    return S3ShardWriter(dest, settings, client, uploads)
+        return LocalShardWriter(dest, checksum, sha256)
+    return S3ShardWriter(dest, settings, client, uploads, checksum, sha256)
 
 
 def task_uploads(out: str, settings: S3Settings) -> S3Uploads | None:

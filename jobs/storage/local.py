@@ -31,8 +31,8 @@ def _token(data: bytes) -> str:
 
 
 class LocalShardWriter(ShardWriter):
-    def __init__(self, dest: Location):
-        super().__init__(dest)
+    def __init__(self, dest: Location, checksum: str = "crc64nvme", sha256: bool = False):
+        super().__init__(dest, checksum, sha256)
         Path(dest.key).parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temp_name(dest.key)
         self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in _publish/_discard

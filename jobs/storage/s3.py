@@ -158,6 +158,7 @@ class HandedOff:
     upload_id: str
     parts: tuple  # ({"PartNumber": n, "ETag": etag}, ...) in order
     bytes: int
+    checksum: dict  # {"ChecksumCRC64NVME": value}: the whole shard's, for S3 to verify
 
 
 class S3ShardWriter(ShardWriter):
@@ -167,8 +168,16 @@ class S3ShardWriter(ShardWriter):
     shard never becomes an object. Without shared ``uploads`` the writer has its own, and
     ``close()`` returns once the shard is complete."""
 
-    def __init__(self, dest: Location, settings, client=None, uploads: S3Uploads | None = None):
-        super().__init__(dest)
+    def __init__(
+        self,
+        dest: Location,
+        settings,
+        client=None,
+        uploads: S3Uploads | None = None,
+        checksum: str = "crc64nvme",
+        sha256: bool = False,
+    ):
+        super().__init__(dest, checksum, sha256)
         self.settings = settings
         self._own = uploads is None
         self._uploads = uploads or S3Uploads(settings, client)
@@ -221,8 +230,9 @@ class S3ShardWriter(ShardWriter):
         if self._upload_id is None:
             d = self.dest
             up = self._client.create_multipart_upload(
-                Bucket=d.bucket, Key=d.key, **self.settings.put_args()
-            )
+                Bucket=d.bucket, Key=d.key, ChecksumAlgorithm=self._checksum.algorithm.upper(),
+                ChecksumType="FULL_OBJECT", **self.settings.put_args(),
+            )  # fmt: skip
             self._upload_id = up["UploadId"]
             log.debug("multipart upload %s started for %s", self._upload_id, d.uri)
         if self._next >= MAX_PARTS:  # this full part would leave no part for the rest
@@ -243,9 +253,15 @@ class S3ShardWriter(ShardWriter):
             UploadId=self._upload_id,
             PartNumber=number,
             Body=body,
+            ChecksumAlgorithm=self._checksum.algorithm.upper(),  # botocore's CRC of the part
             **self.settings.owner_args(),
         )
         return {"PartNumber": number, "ETag": resp["ETag"]}
+
+    def _whole(self) -> dict:
+        """The shard's full-object checksum, for S3 to check the object it assembles against
+        (a mismatch fails the request: BadDigest)."""
+        return {self._checksum.s3_name: self.checksum}
 
     def _publish(self) -> None:
         if self._own:
@@ -264,9 +280,11 @@ class S3ShardWriter(ShardWriter):
             if self._uploads.aborting:
                 raise StorageError(f"{d.uri}: the task is aborting")
             if self._upload_id is None:
+                body = self._rest()
                 self._client.put_object(
-                    Bucket=d.bucket, Key=d.key, Body=self._rest(), **self.settings.put_args()
-                )
+                    Bucket=d.bucket, Key=d.key, Body=body, **self._whole(),
+                    **self.settings.put_args(),
+                )  # fmt: skip
                 return
             if self._part is not None:  # the last part, through the window
                 self._pending.append(
@@ -276,7 +294,9 @@ class S3ShardWriter(ShardWriter):
             if self._uploads.aborting:
                 raise StorageError(f"{d.uri}: the task is aborting")
             if self._hand_off:
-                self.handed = HandedOff(d.bucket, d.key, self._upload_id, tuple(parts), self.bytes)
+                self.handed = HandedOff(
+                    d.bucket, d.key, self._upload_id, tuple(parts), self.bytes, self._whole()
+                )
                 self._uploads._handed.append(self)
                 return
             self._client.complete_multipart_upload(
@@ -284,6 +304,8 @@ class S3ShardWriter(ShardWriter):
                 Key=d.key,
                 UploadId=self._upload_id,
                 MultipartUpload={"Parts": parts},
+                ChecksumType="FULL_OBJECT",
+                **self._whole(),
                 **self.settings.owner_args(),
             )
         except BaseException:
@@ -417,7 +439,8 @@ class S3Store:
         try:
             self.client.complete_multipart_upload(
                 Bucket=h.bucket, Key=h.key, UploadId=h.upload_id,
-                MultipartUpload={"Parts": list(h.parts)}, **self._owner(),
+                MultipartUpload={"Parts": list(h.parts)}, ChecksumType="FULL_OBJECT",
+                **h.checksum, **self._owner(),
             )  # fmt: skip
         except self.client.exceptions.NoSuchUpload:
             if self._size(Location("s3", h.bucket, h.key)) != h.bytes:
