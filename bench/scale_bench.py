@@ -119,7 +119,7 @@ def _planning() -> tuple[list[list[str]], list[tuple[str, float]]]:
 
     rows, summary, got = [], [], {}
     try:
-        for mode in MODES:  # warm: imports, clients, connections, the JVM's classes
+        for mode in [*MODES, "spark-job"]:  # warm: imports, clients, the JVM's classes
             plan(mode, "in-warm")
         for n in FILES:
             for mode in MODES:

@@ -186,7 +186,7 @@ def _expand(uri: str, fs, path: str) -> list[str]:
     return matched
 
 
-@dataclass
+@dataclass(slots=True)
 class _Found:
     uri: str
     path: str
