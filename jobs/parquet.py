@@ -501,56 +501,72 @@ def list_inputs(uris: list[str], s3: S3Settings, stop: threading.Event | None = 
 
 @dataclass(frozen=True)
 class Footers:
-    """What the footers of some files say, kept small: each distinct schema once, and per file
-    (rows, ((rows, bytes) per row group)). Picklable: a Spark task's answer."""
+    """What the footers of some files say, kept small: the footer of the first file of each
+    distinct schema, and per file (rows, ((rows, bytes) per row group)). Picklable (a Spark
+    task's answer): a footer travels as Parquet's own bytes, and its Arrow schema is derived
+    where it is used, alike on the driver and from a task. (An Arrow schema would not travel
+    whole: pyarrow's pickling drops a fixed_size_list's field name, its IPC form renames a
+    map's entries.)"""
 
-    schemas: list[pa.Schema]
+    metas: list[pq.FileMetaData]
     files: list[tuple[int, tuple[tuple[int, int], ...]]]
     first: list[str]  # the first file of each schema (for messages)
+
+    @functools.cached_property
+    def schemas(self) -> list[pa.Schema]:
+        return [m.schema.to_arrow_schema() for m in self.metas]
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "schemas"}  # derived again
 
     @staticmethod
     def joined(parts: list[Footers]) -> Footers:
         """Several readers' answers (in file order) as one, each schema still once."""
-        schemas, first, files, seen = [], [], [], set()
+        metas, first, files, seen = [], [], [], set()
         for part in parts:
-            for schema, uri in zip(part.schemas, part.first):
-                key = schema.serialize().to_pybytes()
+            for meta, schema, uri in zip(part.metas, part.schemas, part.first):
+                key = _schema_key(schema)
                 if key not in seen:
                     seen.add(key)
-                    schemas.append(schema)
+                    metas.append(meta)
                     first.append(uri)
             files += part.files
-        return Footers(schemas, files, first)
+        return Footers(metas, files, first)
+
+
+def _schema_key(schema: pa.Schema) -> tuple:
+    return schema.serialize().to_pybytes(), schema.to_string(show_schema_metadata=True)
 
 
 def read_footers(
     items: list[tuple[str, str, int]],
     s3: S3Settings,
-    threads: int = FOOTER_THREADS,
+    threads: int | None = None,
     stop: threading.Event | None = None,
 ) -> Footers:
-    """The footers of ``items`` ((uri, path, size) each), ``threads`` at a time: on the driver
-    for a few files, in Spark tasks for many (:mod:`jobs.spark_planning`)."""
+    """The footers of ``items`` ((uri, path, size) each), ``threads`` (FOOTER_THREADS) at a
+    time: on the driver for a few files, in Spark tasks for many (:mod:`jobs.spark_planning`)."""
+    threads = threads or FOOTER_THREADS
 
     def footer(item):
         if stop is not None and stop.is_set():
             raise Stopped
         return _footer(*item, s3)
 
-    schemas, first, files, seen = [], [], [], set()
+    metas, first, files, seen = [], [], [], set()
     with ThreadPoolExecutor(max(1, min(threads, len(items)))) as pool:
         for (uri, _, _), (schema, meta) in zip(items, pool.map(footer, items)):
-            key = schema.serialize().to_pybytes()
+            key = _schema_key(schema)
             if key not in seen:
                 seen.add(key)
-                schemas.append(schema)
+                metas.append(meta)
                 first.append(uri)
             groups = tuple(
                 (meta.row_group(i).num_rows, meta.row_group(i).total_byte_size)
                 for i in range(meta.num_row_groups)
             )
             files.append((meta.num_rows, _shared(groups)))
-    return Footers(schemas, files, first)
+    return Footers(metas, files, first)
 
 
 _SHARED: dict = {}

@@ -224,6 +224,8 @@ def _discover_both(spark, root: str):
 @example(files=[(pa.table({"c0": pa.array([7, 2**32 - 1], pa.uint32()),  # widened to bigint
                            "c1": pa.array([0, 2**50], pa.timestamp("us")),  # INT96
                            RID: pa.array([0, 1], pa.int32())}), "spark")])  # fmt: skip
+@example(files=[(pa.table({"c0": pa.array([], pa.list_(pa.int16(), 1)),
+                           RID: pa.array([], pa.int32())}), "pyarrow")])  # fmt: skip
 def _types(spark, files):
     folder = Path(tempfile.mkdtemp(prefix="types-"))
     try:

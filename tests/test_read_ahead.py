@@ -189,10 +189,10 @@ def test_discovery_asked_to_stop_reads_no_more_footers(tmp_path, monkeypatch):
     src = write_columns(tmp_path / "in", x, np.zeros(400), files=8)
     stop, read = threading.Event(), []
 
-    def footer(found, s3):
-        read.append(found.path)
+    def footer(uri, path, size, s3):
+        read.append(path)
         stop.set()  # as if the run failed while the first footer was read
-        return real(found, s3)
+        return real(uri, path, size, s3)
 
     real = parquet._footer
     monkeypatch.setattr(parquet, "FOOTER_THREADS", 1)
