@@ -33,7 +33,7 @@ BUILD_PYTHON = Path(os.path.realpath(sys.executable))
 
 # everything `make package` reads: the same bytes build the same artifact
 PACKAGE_INPUTS = ("jobs/**/*", "pyproject.toml", "README.md", "constraints.txt", "Makefile",
-                  "conf/emr.yaml", "conf/emr-bootstrap.sh")  # fmt: skip
+                  "conf/emr.yaml", "conf/emr-bootstrap.sh", "scripts/*.py")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
