@@ -462,7 +462,6 @@ class Listing:
     """The inputs' Parquet files as listed (no footer read yet): what discovery knows before
     it reads footers, on the driver or in a Spark job (:func:`read_footers`)."""
 
-    uris: list[str]
     found: list[_Found]  # the files to read, none empty
     part_types: dict[str, pa.DataType]
     declined: str | None
@@ -496,7 +495,7 @@ def list_inputs(uris: list[str], s3: S3Settings, stop: threading.Event | None = 
     fss = {type(filesystem(f.uri, s3)[0]) for f in found}
     if len(fss) > 1:
         raise InputError(f"inputs mix local and S3 paths ({', '.join(uris)})")
-    return Listing(list(uris), found, part_types, declined)
+    return Listing(found, part_types, declined)
 
 
 @dataclass(frozen=True)
@@ -522,20 +521,26 @@ class Footers:
     @staticmethod
     def joined(parts: list[Footers]) -> Footers:
         """Several readers' answers (in file order) as one, each schema still once."""
-        metas, first, files, seen = [], [], [], set()
+        distinct, files = _Distinct(), []
         for part in parts:
             for meta, schema, uri in zip(part.metas, part.schemas, part.first):
-                key = _schema_key(schema)
-                if key not in seen:
-                    seen.add(key)
-                    metas.append(meta)
-                    first.append(uri)
+                distinct.add(meta, schema, uri)
             files += part.files
-        return Footers(metas, files, first)
+        return Footers(distinct.metas, files, distinct.first)
 
 
-def _schema_key(schema: pa.Schema) -> tuple:
-    return schema.serialize().to_pybytes(), schema.to_string(show_schema_metadata=True)
+class _Distinct:
+    """Each distinct schema once, as the footer of its first file, and that file's name."""
+
+    def __init__(self):
+        self.metas, self.first, self._seen = [], [], set()
+
+    def add(self, meta: pq.FileMetaData, schema: pa.Schema, uri: str) -> None:
+        key = schema.serialize().to_pybytes(), schema.to_string(show_schema_metadata=True)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.metas.append(meta)
+            self.first.append(uri)
 
 
 def read_footers(
@@ -553,20 +558,16 @@ def read_footers(
             raise Stopped
         return _footer(*item, s3)
 
-    metas, first, files, seen = [], [], [], set()
+    distinct, files = _Distinct(), []
     with ThreadPoolExecutor(max(1, min(threads, len(items)))) as pool:
         for (uri, _, _), (schema, meta) in zip(items, pool.map(footer, items)):
-            key = _schema_key(schema)
-            if key not in seen:
-                seen.add(key)
-                metas.append(meta)
-                first.append(uri)
+            distinct.add(meta, schema, uri)
             groups = tuple(
                 (meta.row_group(i).num_rows, meta.row_group(i).total_byte_size)
                 for i in range(meta.num_row_groups)
             )
             files.append((meta.num_rows, _shared(groups)))
-    return Footers(metas, files, first)
+    return Footers(distinct.metas, files, distinct.first)
 
 
 _SHARED: dict = {}

@@ -12,7 +12,7 @@ import json
 
 from ..aws import S3_SCHEMES, require_credentials, s3_client
 from ..settings import CHECKSUMS, S3Settings
-from .base import AlreadyExists, Checksum, ConditionFailed, ShardWriter, checksum_of
+from .base import AlreadyExists, Checksum, ConditionFailed, ShardWriter
 from .local import LocalShardWriter, LocalStore
 from .location import Location
 from .s3 import MIN_PART_BYTES, S3ShardWriter, S3Store, S3Uploads
@@ -28,7 +28,6 @@ __all__ = [
     "S3Settings",
     "ShardWriter",
     "Store",
-    "checksum_of",
     "manifest",
     "open_shard",
     "require_credentials",

@@ -38,12 +38,6 @@ class Checksum:
         return "Checksum" + self.algorithm.upper()
 
 
-def checksum_of(data, algorithm: str = "crc64nvme") -> str:
-    c = Checksum(algorithm)
-    c.update(data)
-    return c.value
-
-
 class AlreadyExists(StorageError):
     """An exclusive create found the object there."""
 
